@@ -1,0 +1,205 @@
+"""Every setting of the service, read once from the environment, `.env` and Zero."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from app.core.zero_source import ZeroSettingsSource, ZeroUnavailableError
+
+DEVELOPMENT_JWT_SECRET = "development-only-secret-not-for-production-use"
+MIN_PRODUCTION_SECRET_LENGTH = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class RedisFailureMode(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    service_name: str = "evently-bookings"
+    environment: Environment = Environment.DEVELOPMENT
+    host: str = "0.0.0.0"
+    port: int = Field(8002, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    database_url: str | None = None
+    db_host: str | None = None
+    db_port: int = Field(5432, ge=1, le=65535)
+    db_name: str = "bookings"
+    db_user: str = "postgres"
+    db_password: SecretStr = SecretStr("")
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_pool_timeout_seconds: float = Field(5.0, gt=0)
+    db_connect_timeout_seconds: float = Field(5.0, gt=0)
+    db_command_timeout_seconds: float = Field(15.0, gt=0)
+
+    redis_url: str | None = None
+    redis_host: str | None = None
+    redis_port: int = Field(6379, ge=1, le=65535)
+    redis_db: int = Field(0, ge=0)
+    redis_password: SecretStr = SecretStr("")
+    redis_use_tls: bool = False
+    redis_socket_timeout_seconds: float = Field(0.5, gt=0)
+    redis_key_prefix: str = "evently:bookings-svc:"
+    redis_breaker_failure_threshold: int = Field(3, ge=1)
+    redis_breaker_reset_seconds: float = Field(5.0, gt=0)
+
+    jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
+    jwt_algorithm: str = "HS256"
+    jwt_expiry_minutes: int = Field(30, ge=1)
+    auth_redis_failure_mode: RedisFailureMode = RedisFailureMode.ALLOW
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    booking_timeout_minutes: float = Field(15, gt=0)
+    reservation_timeout_minutes: float = Field(10, gt=0)
+    waitlist_notification_timeout_hours: float = Field(24, gt=0)
+    max_tickets_per_booking: int = Field(10, ge=1)
+
+    lock_timeout_seconds: float = Field(5.0, gt=0)
+    lock_wait_seconds: float = Field(2.0, gt=0)
+    lock_poll_seconds: float = Field(0.002, gt=0)
+    version_conflict_retries: int = Field(5, ge=0)
+    booking_batch_max: int = Field(256, ge=1)
+
+    sweep_interval_seconds: float = Field(5.0, gt=0)
+    sweep_batch_size: int = Field(200, ge=1)
+    idempotency_ttl_hours: float = Field(24, ge=24)
+
+    payment_webhook_secret: SecretStr = SecretStr("")
+    payment_webhook_tolerance_seconds: int = Field(300, ge=1)
+
+    events_channel_prefix: str = "evently:bookings"
+    events_stream: str = "evently:bookings:stream"
+    events_stream_maxlen: int = Field(100_000, ge=1)
+    inbound_channel_prefix: str = "evently:events"
+    outbox_poll_seconds: float = Field(2.0, gt=0)
+    outbox_batch_size: int = Field(500, ge=1)
+    outbox_retention_hours: float = Field(72, gt=0)
+    availability_cache_ttl_seconds: int = Field(300, ge=1)
+    sse_heartbeat_seconds: float = Field(15.0, gt=0)
+
+    rate_limit_per_minute: int = Field(0, ge=0)
+    shutdown_timeout_seconds: float = Field(20.0, gt=0)
+    background_tasks_enabled: bool = True
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("jwt_algorithm")
+    @classmethod
+    def _hmac_algorithm(cls, value: str) -> str:
+        if value not in {"HS256", "HS384", "HS512"}:
+            raise ValueError("must be HS256, HS384 or HS512 (a shared-secret algorithm)")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            secret = self.jwt_secret.get_secret_value()
+            if secret == DEVELOPMENT_JWT_SECRET or len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
+                raise ValueError(
+                    f"JWT_SECRET must be set to at least {MIN_PRODUCTION_SECRET_LENGTH} "
+                    "characters in production"
+                )
+        if not self.database_url and not self.db_host:
+            raise ValueError("DATABASE_URL or DB_HOST must be set")
+        if not self.redis_url and not self.redis_host:
+            raise ValueError("REDIS_URL or REDIS_HOST must be set")
+        return self
+
+    @property
+    def sqlalchemy_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            for plain in ("postgresql://", "postgres://"):
+                if url.startswith(plain):
+                    url = "postgresql+asyncpg://" + url[len(plain) :]
+            return url
+        password = self.db_password.get_secret_value()
+        credentials = f"{self.db_user}:{password}" if password else self.db_user
+        return f"postgresql+asyncpg://{credentials}@{self.db_host}:{self.db_port}/{self.db_name}"
+
+    @property
+    def redis_connection_url(self) -> str:
+        if self.redis_url:
+            return self.redis_url
+        scheme = "rediss" if self.redis_use_tls else "redis"
+        password = self.redis_password.get_secret_value()
+        auth = f":{password}@" if password else ""
+        return f"{scheme}://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest priority first: explicit arguments, the environment, .env, then Zero.
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            ZeroSettingsSource(settings_cls),
+            file_secret_settings,
+        )
+
+
+class SettingsError(SystemExit):
+    """Start-up refused because of a setting; carries the one line to print."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]).upper() or "settings"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name}: {message}")
+    return "; ".join(problems)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, or exit with one line naming what is wrong."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        line = f"invalid settings: {describe_validation_error(exc)}"
+    except ZeroUnavailableError as exc:
+        line = f"invalid settings: could not fetch secrets from Zero: {exc}"
+    print(line, file=sys.stderr)
+    raise SettingsError(2)

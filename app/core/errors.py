@@ -1,0 +1,115 @@
+"""Domain errors: one base class carrying the HTTP status and a stable machine-readable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    status_code = 500
+    code = "internal_error"
+    title = "Internal Server Error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+
+class BadRequestError(AppError):
+    status_code = 400
+    code = "bad_request"
+    title = "Bad Request"
+
+
+class UnauthorizedError(AppError):
+    status_code = 401
+    code = "not_authenticated"
+    title = "Unauthorized"
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+        if code:
+            self.code = code
+
+
+class ForbiddenError(AppError):
+    status_code = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotFoundError(AppError):
+    status_code = 404
+    code = "not_found"
+    title = "Not Found"
+
+
+class ConflictError(AppError):
+    status_code = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class InsufficientCapacityError(ConflictError):
+    code = "insufficient_capacity"
+    title = "Not enough seats"
+
+    def __init__(self, available: int) -> None:
+        super().__init__(
+            f"Not enough seats available: {available} left", extra={"available": available}
+        )
+
+
+class SalesClosedError(ConflictError):
+    code = "sales_closed"
+    title = "Sales closed"
+
+
+class InvalidTransitionError(ConflictError):
+    title = "Transition not allowed"
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+class VersionConflictError(ConflictError):
+    code = "version_conflict"
+    title = "Concurrent update"
+
+
+class IdempotencyInProgressError(ConflictError):
+    code = "idempotency_in_progress"
+    title = "Request in progress"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is still being processed",
+            headers={"Retry-After": "1"},
+        )
+
+
+class IdempotencyMismatchError(AppError):
+    status_code = 422
+    code = "idempotency_key_reused"
+    title = "Idempotency-Key reused"
+
+
+class RateLimitedError(AppError):
+    status_code = 429
+    code = "rate_limited"
+    title = "Too Many Requests"
+
+
+class ServiceUnavailableError(AppError):
+    status_code = 503
+    code = "service_unavailable"
+    title = "Service Unavailable"

@@ -1,0 +1,45 @@
+"""Prometheus metrics of the service, in one place so names stay consistent."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+DB_POOL_CHECKED_OUT = Gauge("db_pool_connections_in_use", "Database connections checked out")
+DB_POOL_SIZE = Gauge("db_pool_size", "Database connections held by the pool")
+REDIS_CIRCUIT_OPEN = Gauge("redis_circuit_open", "1 while the Redis circuit breaker is open")
+REDIS_FAILURES = Counter("redis_failures_total", "Redis calls that failed", ["operation"])
+AUTH_REVOCATION_UNCHECKED = Counter(
+    "auth_revocation_unchecked_total", "Tokens accepted without a deny-list check (Redis down)"
+)
+
+BOOKINGS = Counter("bookings_total", "Booking attempts by outcome", ["outcome"])
+BOOKING_BATCH_SIZE = Histogram(
+    "booking_batch_size", "Bookings committed per transaction", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+)
+LOCK_ACQUISITIONS = Counter("event_lock_acquisitions_total", "Per-event lock attempts", ["result"])
+LOCK_WAIT = Histogram(
+    "event_lock_wait_seconds",
+    "Time spent waiting for a per-event lock",
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+)
+VERSION_CONFLICT_RETRIES = Counter(
+    "version_conflict_retries_total", "Capacity updates retried after a version conflict"
+)
+EXPIRED_BY_SWEEPER = Counter("sweeper_expired_total", "Holds expired by the sweeper", ["kind"])
+
+OUTBOX_PUBLISHED = Counter("outbox_published_total", "Lifecycle messages published", ["type"])
+OUTBOX_BACKLOG = Gauge("outbox_backlog", "Outbox messages waiting to be published")
+OUTBOX_OLDEST_AGE = Gauge("outbox_oldest_age_seconds", "Age of the oldest unpublished message")
+OUTBOX_ERRORS = Counter("outbox_relay_errors_total", "Relay passes that failed")
+INBOUND_MESSAGES = Counter("inbound_messages_total", "Events-service messages", ["result"])
+CACHE_LOOKUPS = Counter("availability_cache_total", "Availability cache lookups", ["result"])
+SSE_CLIENTS = Gauge("sse_clients", "Clients connected to availability streams")

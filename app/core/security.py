@@ -1,0 +1,100 @@
+"""Verification of the platform's access tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from jose import JWTError, jwt
+
+from app.core.config import Settings
+from app.core.errors import UnauthorizedError
+
+
+class Role(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: int
+    role: Role
+    email: str | None = None
+    jti: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def actor(self) -> str:
+        return f"{self.role.value}:{self.user_id}"
+
+
+def decode_access_token(token: str, settings: Settings) -> Principal:
+    """Verify signature, algorithm and expiry, and map the claims to a principal."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret.get_secret_value(),
+            algorithms=[settings.jwt_algorithm],
+            options={"require_exp": True, "verify_aud": False},
+        )
+    except JWTError as exc:
+        raise UnauthorizedError("The access token is invalid or expired", code="invalid_token") from exc
+    if claims.get("type", "access") != "access":
+        raise UnauthorizedError("Only access tokens are accepted", code="invalid_token")
+    return Principal(
+        user_id=_user_id(claims),
+        role=_role(claims),
+        email=claims.get("email") if isinstance(claims.get("email"), str) else None,
+        jti=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
+    )
+
+
+def _user_id(claims: dict[str, Any]) -> int:
+    raw = claims.get("user_id", claims.get("sub"))
+    if isinstance(raw, bool):
+        raw = None
+    try:
+        user_id = int(raw) if raw is not None else 0
+    except (TypeError, ValueError):
+        user_id = 0
+    if user_id <= 0:
+        raise UnauthorizedError("The token names no valid user", code="invalid_token")
+    return user_id
+
+
+def _role(claims: dict[str, Any]) -> Role:
+    try:
+        return Role(claims.get("role", Role.USER.value))
+    except ValueError as exc:
+        raise UnauthorizedError("The token carries an unknown role", code="invalid_token") from exc
+
+
+def create_access_token(
+    settings: Settings,
+    user_id: int,
+    *,
+    role: Role = Role.USER,
+    email: str | None = None,
+    expires_in: timedelta | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Issue a token shaped like the auth service's (used by tests, benchmarks and tooling)."""
+    expiry = datetime.now(UTC) + (expires_in or timedelta(minutes=settings.jwt_expiry_minutes))
+    claims: dict[str, Any] = {
+        "user_id": user_id,
+        "email": email or f"user{user_id}@example.com",
+        "role": role.value,
+        "type": "access",
+        "exp": int(expiry.timestamp()),
+    }
+    claims.update(extra or {})
+    encoded: str = jwt.encode(
+        claims, settings.jwt_secret.get_secret_value(), algorithm=settings.jwt_algorithm
+    )
+    return encoded

@@ -1,0 +1,72 @@
+"""One Redis client for the service, guarded by a circuit breaker."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.core import metrics
+from app.core.circuit_breaker import CircuitBreaker, CircuitOpenError
+from app.core.config import Settings
+from app.core.logging import get_logger
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+REDIS_FAILURES: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    OSError,
+)
+# What a caller catches to mean "Redis is not there right now".
+RedisUnavailable: tuple[type[BaseException], ...] = (*REDIS_FAILURES, CircuitOpenError)
+
+
+def _report_circuit(opened: bool) -> None:
+    metrics.REDIS_CIRCUIT_OPEN.set(1 if opened else 0)
+    if opened:
+        log.warning("redis_circuit_opened")
+    else:
+        log.info("redis_circuit_closed")
+
+
+class RedisGateway:
+    """The Redis client plus the breaker every call goes through, and the key prefix."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.client: Redis = Redis.from_url(
+            settings.redis_connection_url,
+            socket_timeout=settings.redis_socket_timeout_seconds,
+            socket_connect_timeout=settings.redis_socket_timeout_seconds,
+            health_check_interval=30,
+            decode_responses=False,
+        )
+        self.breaker = CircuitBreaker(
+            settings.redis_breaker_failure_threshold,
+            settings.redis_breaker_reset_seconds,
+            REDIS_FAILURES,
+            on_state_change=_report_circuit,
+        )
+        self.prefix = settings.redis_key_prefix
+
+    def key(self, *parts: object) -> str:
+        return self.prefix + ":".join(str(part) for part in parts)
+
+    async def call(self, name: str, operation: Callable[[Redis], Awaitable[T]]) -> T:
+        try:
+            return await self.breaker.call(lambda: operation(self.client))
+        except REDIS_FAILURES:
+            metrics.REDIS_FAILURES.labels(name).inc()
+            raise
+
+    @property
+    def available(self) -> bool:
+        return not self.breaker.is_open
+
+    async def close(self) -> None:
+        await self.client.aclose()
