@@ -54,6 +54,8 @@ class Booking(Base):
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
+    __mapper_args__ = {"version_id_col": version}
+
     @property
     def is_expired(self) -> bool:
         if self.status is BookingStatus.EXPIRED:

@@ -38,6 +38,8 @@ class Reservation(Base):
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
+    __mapper_args__ = {"version_id_col": version}
+
     @property
     def is_live(self) -> bool:
         return self.status is ReservationStatus.ACTIVE and self.expires_at > clock.now()

@@ -48,6 +48,8 @@ class WaitlistEntry(Base):
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
+    __mapper_args__ = {"version_id_col": version}
+
     @property
     def is_notification_expired(self) -> bool:
         if self.status is WaitlistStatus.EXPIRED:

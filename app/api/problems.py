@@ -1,0 +1,101 @@
+"""One handler per kind of failure, all rendering RFC 9457 problem details with a `code`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.errors import AppError
+from app.core.logging import get_logger
+
+log = get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+HTTP_CODES = {
+    400: ("bad_request", "Bad Request"),
+    401: ("not_authenticated", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not Found"),
+    405: ("method_not_allowed", "Method Not Allowed"),
+    413: ("payload_too_large", "Payload Too Large"),
+    415: ("unsupported_media_type", "Unsupported Media Type"),
+    422: ("validation_error", "Unprocessable Content"),
+    429: ("rate_limited", "Too Many Requests"),
+}
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, request: Request | None = None,
+    headers: dict[str, str] | None = None, **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://errors.evently.dev/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+async def app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return problem(exc.status_code, exc.code, exc.title, exc.detail, request, exc.headers, **exc.extra)
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    fields = ", ".join(e["field"] for e in errors) or "request"
+    return problem(422, "validation_error", "Unprocessable Content", f"Invalid input: {fields}", request, errors=errors)
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, title = HTTP_CODES.get(exc.status_code, ("http_error", "HTTP Error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No route matches {request.method} {request.url.path}"
+    return problem(exc.status_code, code, title, detail, request, dict(exc.headers or {}))
+
+
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error("database_unavailable", error_type=type(exc).__name__)
+    return problem(
+        503, "database_unavailable", "Service Unavailable",
+        "The database is unavailable; please retry shortly", request, {"Retry-After": "2"},
+    )
+
+
+async def unhandled(request: Request, exc: Exception) -> JSONResponse:
+    if _is_connection_failure(exc):
+        return await database_unavailable(request, exc)
+    log.exception("unhandled_error", error_type=type(exc).__name__)
+    return problem(500, "internal_error", "Internal Server Error", "An unexpected error occurred", request)
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def register(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    for db_error in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionRefusedError):
+        app.add_exception_handler(db_error, database_unavailable)
+    app.add_exception_handler(Exception, unhandled)

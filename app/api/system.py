@@ -1,0 +1,68 @@
+"""Operator endpoints: liveness, detailed health, service information, metrics. Open to all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app import __version__
+from app.api.deps import RuntimeDep
+from app.core import metrics
+from app.services import health
+
+router = APIRouter(tags=["system"])
+
+CAPABILITIES = [
+    "bookings", "temporary-holds", "waitlist", "payments", "admin", "audit-trail",
+    "idempotent-posts", "event-publishing", "events-service-subscriber", "availability-stream",
+]
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def liveness() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/api/v1/health",
+    summary="Database and Redis checked: healthy, degraded (Redis down, 200) or unhealthy (503)",
+    responses={503: {"description": "The database is unreachable"}},
+)
+async def detailed_health(runtime: RuntimeDep) -> JSONResponse:
+    report = await health.check(runtime)
+    body = {"status": report.status, "version": __version__, "checks": report.checks}
+    return JSONResponse(body, status_code=503 if report.status == "unhealthy" else 200)
+
+
+@router.get("/api/v1/info", summary="Service name, version, capabilities and settings (no secrets)")
+async def info(runtime: RuntimeDep) -> dict[str, Any]:
+    s = runtime.settings
+    return {
+        "name": s.service_name,
+        "version": __version__,
+        "environment": s.environment.value,
+        "capabilities": CAPABILITIES,
+        "settings": {
+            "booking_timeout_minutes": s.booking_timeout_minutes,
+            "reservation_timeout_minutes": s.reservation_timeout_minutes,
+            "waitlist_notification_timeout_hours": s.waitlist_notification_timeout_hours,
+            "max_tickets_per_booking": s.max_tickets_per_booking,
+            "jwt_algorithm": s.jwt_algorithm,
+            "cors_origins": s.cors_origins,
+            "events_channel_prefix": s.events_channel_prefix,
+            "events_stream": s.events_stream,
+            "rate_limit_per_minute": s.rate_limit_per_minute,
+        },
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def prometheus_metrics(runtime: RuntimeDep) -> Response:
+    pool = runtime.engine.pool
+    metrics.DB_POOL_CHECKED_OUT.set(getattr(pool, "checkedout", lambda: 0)())
+    metrics.DB_POOL_SIZE.set(getattr(pool, "size", lambda: 0)())
+    metrics.REDIS_CIRCUIT_OPEN.set(0 if runtime.redis.available else 1)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

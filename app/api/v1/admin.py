@@ -1,0 +1,154 @@
+"""Admin routes: every route here needs `role=admin` (checked at the router)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Depends, Path, Query
+
+from app.api.deps import AdminUser, RuntimeDep, SessionDep, require_admin
+from app.api.v1.responses import problems
+from app.core.errors import BadRequestError
+from app.models.enums import BookingStatus, PaymentStatus, WaitlistStatus
+from app.schemas.admin import (
+    AdminBookingRead,
+    AuditEntryRead,
+    ConfirmRequest,
+    EventOverviewRead,
+    RefundRequest,
+)
+from app.schemas.availability import EventAvailabilityRead, EventAvailabilityUpsert
+from app.schemas.booking import BookingRead
+from app.schemas.common import MAX_PAGE_SIZE, Page
+from app.schemas.waitlist import WaitlistAdminUpdate, WaitlistEntryRead
+from app.services import audit, availability, bookings, waitlist
+from app.services.audit import Actor, AuditFilter
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=problems(403))
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+Offset = Annotated[int, Query(ge=0)]
+OptionalId = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
+
+
+@router.get("/bookings/", response_model=Page[BookingRead], summary="All bookings, filtered and sorted")
+async def list_bookings(
+    session: SessionDep,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    status: BookingStatus | None = None,
+    payment_status: PaymentStatus | None = None,
+    event_id: OptionalId = None,
+    user_id: OptionalId = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    sort: Literal["-created_at", "created_at", "-total_amount", "total_amount"] = "-created_at",
+) -> Page[BookingRead]:
+    flt = bookings.BookingFilter(user_id, event_id, status, payment_status, created_from, created_to)
+    items, total = await bookings.list_bookings(session, flt, limit, offset, sort)
+    return Page(items=[BookingRead.model_validate(b) for b in items], total=total, limit=limit, offset=offset)
+
+
+@router.get("/bookings/{booking_id}", response_model=AdminBookingRead, responses=problems(404),
+            summary="A booking with its audit history")
+async def get_booking(booking_id: Id, runtime: RuntimeDep, session: SessionDep) -> AdminBookingRead:
+    booking = await bookings.get_booking(runtime, booking_id)
+    history = await audit.history(session, "booking", booking.id)
+    return AdminBookingRead.model_validate(
+        {**BookingRead.model_validate(booking).model_dump(), "audit": [AuditEntryRead.model_validate(a) for a in history]}
+    )
+
+
+@router.put("/bookings/{booking_id}/confirm", response_model=BookingRead, responses=problems(404, 409, 503),
+            summary="Confirm a pending booking by hand (payment method `manual`)")
+async def confirm_booking(
+    booking_id: Id, runtime: RuntimeDep, admin: AdminUser, body: Annotated[ConfirmRequest | None, Body()] = None
+) -> BookingRead:
+    note = body.note if body else None
+    return BookingRead.model_validate(await bookings.confirm_booking(runtime, Actor.of(admin), booking_id, note))
+
+
+@router.put("/bookings/{booking_id}/refund", response_model=BookingRead, responses=problems(404, 409, 503),
+            summary="Refund a confirmed booking; its seats return and go to the waitlist first")
+async def refund_booking(
+    booking_id: Id, runtime: RuntimeDep, admin: AdminUser, body: Annotated[RefundRequest | None, Body()] = None
+) -> BookingRead:
+    reason = body.reason if body else None
+    return BookingRead.model_validate(await bookings.refund_booking(runtime, Actor.of(admin), booking_id, reason))
+
+
+@router.get("/availability/", response_model=Page[EventOverviewRead],
+            summary="Every event: capacity, utilization, bookings by status, waitlist length")
+async def availability_overview(
+    session: SessionDep,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    sort: Literal["-utilization", "utilization", "event_id"] = "event_id",
+) -> Page[EventOverviewRead]:
+    rows, total = await availability.overview(session, limit, offset, sort)
+    items = [
+        EventOverviewRead.model_validate({
+            **EventAvailabilityRead.model_validate(row.event).model_dump(),
+            "bookings_by_status": row.bookings_by_status,
+            "waitlist_length": row.waitlist_length,
+        })
+        for row in rows
+    ]
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.put("/availability/{event_id}", response_model=EventAvailabilityRead, responses=problems(409, 503),
+            summary="Create or change an event's availability; capacity never below seats held")
+async def upsert_availability(
+    event_id: Id, body: EventAvailabilityUpsert, runtime: RuntimeDep, admin: AdminUser
+) -> EventAvailabilityRead:
+    event = await availability.upsert(runtime, Actor.of(admin), event_id, body)
+    return EventAvailabilityRead.model_validate(event)
+
+
+@router.get("/waitlist/", response_model=Page[WaitlistEntryRead], summary="All waitlist entries")
+async def list_waitlist(
+    session: SessionDep,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    event_id: OptionalId = None,
+    user_id: OptionalId = None,
+    status: WaitlistStatus | None = None,
+) -> Page[WaitlistEntryRead]:
+    rows, total = await waitlist.list_entries(session, waitlist.WaitlistFilter(user_id, event_id, status), limit, offset)
+    items = [WaitlistEntryRead.model_validate(e).model_copy(update={"position": p}) for e, p in rows]
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.put("/waitlist/{entry_id}", response_model=WaitlistEntryRead, responses=problems(404, 409, 503),
+            summary="Change an entry's priority (lower is served first) or remove it")
+async def update_waitlist_entry(
+    entry_id: Id, body: WaitlistAdminUpdate, runtime: RuntimeDep, admin: AdminUser
+) -> WaitlistEntryRead:
+    actor = Actor.of(admin)
+    if body.remove:
+        entry = await waitlist.cancel(runtime, actor, entry_id, None)
+    elif body.priority is not None:
+        entry = await waitlist.set_priority(runtime, actor, entry_id, body.priority, body.reason)
+    else:
+        raise BadRequestError("Give a new priority, or remove=true")
+    return WaitlistEntryRead.model_validate(entry)
+
+
+@router.get("/audit/", response_model=Page[AuditEntryRead], summary="The audit trail, filtered")
+async def list_audit(
+    session: SessionDep,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    entity_type: str | None = Query(None, max_length=32),
+    entity_id: OptionalId = None,
+    actor_type: str | None = Query(None, max_length=32),
+    actor_id: OptionalId = None,
+    action: str | None = Query(None, max_length=64),
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Page[AuditEntryRead]:
+    flt = AuditFilter(entity_type, entity_id, actor_type, actor_id, action, since, until)
+    rows, total = await audit.list_entries(session, flt, limit, offset)
+    return Page(items=[AuditEntryRead.model_validate(r) for r in rows], total=total, limit=limit, offset=offset)

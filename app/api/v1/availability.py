@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+
+from app.api.deps import CurrentUser, Idempotency, RuntimeDep
+from app.api.v1.responses import problems
+from app.schemas.availability import EventAvailabilityRead, ReservationRead, ReserveRequest
+from app.services import availability, reservations
+
+router = APIRouter(prefix="/availability", tags=["availability"])
+EventId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+@router.get(
+    "/{event_id}", response_model=EventAvailabilityRead, responses=problems(404),
+    summary="An event's seats: available, reserved (live holds) and confirmed",
+)
+async def get_availability(event_id: EventId, runtime: RuntimeDep, _user: CurrentUser) -> EventAvailabilityRead:
+    return EventAvailabilityRead.model_validate(await availability.get_availability(runtime, event_id))
+
+
+@router.post(
+    "/{event_id}/reserve",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ReservationRead,
+    responses=problems(400, 404, 409, 503),
+    summary="Hold seats for a while (RESERVATION_TIMEOUT_MINUTES)",
+    description="Answers the hold's `id` and `expires_at`; book it with `reservation_id`. "
+    "Send `Idempotency-Key` to retry safely.",
+)
+async def reserve(
+    event_id: EventId, body: ReserveRequest, runtime: RuntimeDep, user: CurrentUser, guard: Idempotency
+) -> object:
+    return await guard.run(lambda claim: reservations.reserve(runtime, user, event_id, body.quantity, claim))
+
+
+@router.delete(
+    "/{event_id}/release", response_model=ReservationRead, responses=problems(404, 409, 503),
+    summary="Release a hold; its seats return (and go to the waitlist first)",
+)
+async def release(
+    event_id: EventId,
+    runtime: RuntimeDep,
+    user: CurrentUser,
+    reservation_id: Annotated[int, Query(ge=1, le=2**63 - 1)],
+) -> ReservationRead:
+    return ReservationRead.model_validate(await reservations.release(runtime, user, event_id, reservation_id))

@@ -1,0 +1,81 @@
+"""The FastAPI application: routers, error handlers, middleware, and the lifespan's resources."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app import __version__
+from app.api import problems, system
+from app.api.deps import get_principal
+from app.api.middleware import RequestContextMiddleware
+from app.api.v1 import admin, availability, bookings, waitlist
+from app.core.config import Settings, load_settings
+from app.core.logging import configure_logging, get_logger
+from app.db.redis import RedisGateway
+from app.db.session import create_engine, create_sessionmaker
+from app.services.booking_batcher import BookingBatcher
+from app.services.runtime import Runtime
+from app.services.sweeper import run_sweeper
+
+log = get_logger(__name__)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    engine = create_engine(settings)
+    runtime = Runtime(settings, engine, create_sessionmaker(engine), RedisGateway(settings))
+    runtime.batcher = BookingBatcher(runtime)
+    return runtime
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    runtime = build_runtime(settings)
+    app.state.runtime = runtime
+    tasks: list[asyncio.Task[None]] = []
+    if settings.background_tasks_enabled:
+        tasks.append(asyncio.create_task(run_sweeper(runtime), name="sweeper"))
+    log.info("service_started", environment=settings.environment.value, version=__version__)
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        await runtime.batcher.close()
+        await runtime.redis.close()
+        await runtime.engine.dispose()
+        log.info("service_stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Evently Bookings Service",
+        version=__version__,
+        description="Bookings, temporary holds and a waitlist for Evently's events: never oversold, "
+        "safe to retry, every change audited and announced. Errors are RFC 9457 problem details.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    problems.register(app)
+    app.include_router(system.router)
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(get_principal)])
+    for module in (bookings, availability, waitlist, admin):
+        api.include_router(module.router)
+    app.include_router(api)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+            allow_headers=["*"], expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, Field
+
+from app.models.enums import ReservationStatus
+from app.schemas.common import Money, ORMModel
+
+
+class EventAvailabilityRead(ORMModel):
+    id: int
+    event_id: int
+    event_name: str
+    total_capacity: int
+    available_capacity: int
+    reserved_capacity: int
+    confirmed_capacity: int
+    price: Money
+    currency: str
+    sales_open: bool
+    starts_at: datetime | None
+    ends_at: datetime | None
+    version: int
+    last_updated: datetime
+    is_available: bool
+    utilization_percentage: float
+
+
+class EventAvailabilityUpsert(BaseModel):
+    event_name: str = Field(min_length=1, max_length=255)
+    total_capacity: int = Field(ge=0, le=10_000_000)
+    price: Decimal = Field(ge=0, le=Decimal("9999999999.99"), decimal_places=2)
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+class ReserveRequest(BaseModel):
+    quantity: int = Field(ge=1, description="Seats to hold; at most MAX_TICKETS_PER_BOOKING")
+
+
+class ReservationRead(ORMModel):
+    id: int
+    event_id: int
+    user_id: int
+    quantity: int
+    status: ReservationStatus
+    expires_at: datetime
+    created_at: datetime
+    is_live: bool

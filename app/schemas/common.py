@@ -1,0 +1,46 @@
+"""Shapes shared by every endpoint: pages, problem details, money."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+T = TypeVar("T")
+
+# Money travels as a decimal string ("49.90"), never as a float.
+Money = Annotated[
+    Decimal, PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json")
+]
+MAX_PAGE_SIZE = 100
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class PageParams(BaseModel):
+    limit: int = Field(20, ge=1, le=MAX_PAGE_SIZE)
+    offset: int = Field(0, ge=0, le=10_000_000)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, plus a stable machine-readable `code`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class ORMModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from app.models.enums import WaitlistStatus
+from app.schemas.common import ORMModel
+
+
+class WaitlistJoin(BaseModel):
+    event_id: int = Field(ge=1, le=2**63 - 1)
+    quantity: int = Field(ge=1, description="Tickets wanted; at most MAX_TICKETS_PER_BOOKING")
+
+
+class WaitlistEntryRead(ORMModel):
+    id: int
+    user_id: int
+    event_id: int
+    quantity: int
+    priority: int
+    status: WaitlistStatus
+    joined_at: datetime
+    notified_at: datetime | None
+    expires_at: datetime | None
+    booked_at: datetime | None
+    booking_id: int | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    is_active: bool
+    is_notification_expired: bool
+    position: int | None = Field(None, description="Place in line, for pending entries (1 = next)")
+
+
+class WaitlistAdminUpdate(BaseModel):
+    priority: int | None = Field(None, ge=0, le=1_000_000)
+    remove: bool = False
+    reason: str | None = Field(None, max_length=500)

@@ -1,0 +1,115 @@
+"""The audit trail (SPEC section 6): one row per change, written in the change's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Select, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.security import Principal
+from app.models.audit import AuditLog
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes a change: a user, an admin, the payment provider or the service itself."""
+
+    type: str
+    id: int | None = None
+
+    @classmethod
+    def of(cls, principal: Principal) -> Actor:
+        return cls(principal.role.value, principal.user_id)
+
+    @classmethod
+    def system(cls) -> Actor:
+        return cls("system")
+
+    @classmethod
+    def payment_provider(cls) -> Actor:
+        return cls("payment-provider")
+
+
+def current_request_id() -> str | None:
+    value = structlog.contextvars.get_contextvars().get("request_id")
+    return value if isinstance(value, str) else None
+
+
+def audit_row(
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: int,
+    now: datetime,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "occurred_at": now,
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "before": before,
+        "after": after,
+        "request_id": current_request_id(),
+    }
+
+
+async def record(session: AsyncSession, *rows: dict[str, Any]) -> None:
+    """Insert audit rows built with `audit_row` in the caller's transaction."""
+    if rows:
+        await session.execute(insert(AuditLog).values(list(rows)))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    entity_type: str | None = None
+    entity_id: int | None = None
+    actor_type: str | None = None
+    actor_id: int | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _filtered(query: Select[Any], flt: AuditFilter) -> Select[Any]:
+    conditions = {
+        AuditLog.entity_type: flt.entity_type,
+        AuditLog.entity_id: flt.entity_id,
+        AuditLog.actor_type: flt.actor_type,
+        AuditLog.actor_id: flt.actor_id,
+        AuditLog.action: flt.action,
+    }
+    for column, value in conditions.items():
+        if value is not None:
+            query = query.where(column == value)
+    if flt.since is not None:
+        query = query.where(AuditLog.occurred_at >= flt.since)
+    if flt.until is not None:
+        query = query.where(AuditLog.occurred_at < flt.until)
+    return query
+
+
+async def list_entries(
+    session: AsyncSession, flt: AuditFilter, limit: int, offset: int
+) -> tuple[list[AuditLog], int]:
+    total = await session.scalar(_filtered(select(func.count()).select_from(AuditLog), flt))
+    rows = await session.scalars(
+        _filtered(select(AuditLog), flt).order_by(AuditLog.id.desc()).limit(limit).offset(offset)
+    )
+    return list(rows), total or 0
+
+
+async def history(session: AsyncSession, entity_type: str, entity_id: int) -> list[AuditLog]:
+    rows = await session.scalars(
+        select(AuditLog)
+        .where(AuditLog.entity_type == entity_type, AuditLog.entity_id == entity_id)
+        .order_by(AuditLog.id)
+    )
+    return list(rows)

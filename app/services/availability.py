@@ -1,0 +1,160 @@
+"""Event availability: reads (expiry applied first), admin changes, and the overview."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, func, select, union_all
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import clock
+from app.core.errors import ConflictError
+from app.models.booking import Booking
+from app.models.enums import BookingStatus, ReservationStatus, WaitlistStatus
+from app.models.event_availability import EventAvailability
+from app.models.reservation import Reservation
+from app.models.waitlist import WaitlistEntry
+from app.schemas.availability import EventAvailabilityUpsert
+from app.services import audit, outbox, sweeper
+from app.services.audit import Actor
+from app.services.capacity import get_event, remember_event, run_locked, snapshot
+from app.services.runtime import Runtime
+from app.services.waitlist_offers import offer_freed_seats
+
+
+class CapacityBelowHeldError(ConflictError):
+    code = "capacity_below_held"
+    title = "Capacity below seats held"
+
+
+async def _has_due_holds(session: AsyncSession, event_id: int, now: datetime) -> bool:
+    due = union_all(
+        select(Booking.id).where(
+            Booking.event_id == event_id, Booking.status == BookingStatus.PENDING, Booking.expires_at <= now
+        ),
+        select(Reservation.id).where(
+            Reservation.event_id == event_id,
+            Reservation.status == ReservationStatus.ACTIVE,
+            Reservation.expires_at <= now,
+        ),
+        select(WaitlistEntry.id).where(
+            WaitlistEntry.event_id == event_id,
+            WaitlistEntry.status == WaitlistStatus.NOTIFIED,
+            WaitlistEntry.expires_at <= now,
+        ),
+    ).subquery()
+    return bool(await session.scalar(select(exists(select(due.c.id)))))
+
+
+async def get_availability(runtime: Runtime, event_id: int) -> EventAvailability:
+    """The event's figures; holds that are already due are expired first, never shown live."""
+    async with runtime.sessionmaker() as session:
+        event = await get_event(session, event_id)
+        due = await _has_due_holds(session, event_id, clock.now())
+    if not due:
+        return event
+    await sweeper.expire_due_for_event(runtime, event_id)
+    async with runtime.sessionmaker() as session:
+        return await get_event(session, event_id)
+
+
+async def upsert(runtime: Runtime, actor: Actor, event_id: int, data: EventAvailabilityUpsert) -> EventAvailability:
+    """Create the event's availability, or change it; capacity never drops below seats held."""
+
+    async def operation(session: AsyncSession) -> EventAvailability:
+        now = clock.now()
+        event = await session.scalar(
+            select(EventAvailability).where(EventAvailability.event_id == event_id).with_for_update()
+        )
+        if event is None:
+            event = EventAvailability(
+                event_id=event_id, available_capacity=data.total_capacity, reserved_capacity=0,
+                confirmed_capacity=0, version=1, **data.model_dump(),
+            )
+            session.add(event)
+            before = None
+            freed = 0
+        else:
+            before = snapshot(event)
+            freed = apply_changes(event, data.model_dump())
+            event.version += 1
+        event.last_updated = now
+        await session.flush()
+        await session.refresh(event)
+        await audit.record(session, audit.audit_row(
+            actor, "availability.updated" if before else "availability.created",
+            "event_availability", event.event_id, now, before, snapshot(event),
+        ))
+        if freed > 0:
+            await offer_freed_seats(session, runtime.settings, event_id, now)
+            event = await get_event(session, event_id)
+        remember_event(session, event)
+        await outbox.enqueue(session, now, outbox.availability_message(snapshot(event), now))
+        return event
+
+    return await run_locked(runtime, event_id, operation)
+
+
+def apply_changes(event: EventAvailability, changes: dict[str, Any]) -> int:
+    """Apply new figures to a locked row; returns the seats added to `available`."""
+    held = event.reserved_capacity + event.confirmed_capacity
+    total = changes.pop("total_capacity", None)
+    for name, value in changes.items():
+        setattr(event, name, value)
+    if total is None or total == event.total_capacity:
+        return 0
+    if total < held:
+        raise CapacityBelowHeldError(
+            f"Capacity {total} is below the {held} seats already held or sold"
+        )
+    delta = total - event.total_capacity
+    event.total_capacity = total
+    event.available_capacity += delta
+    return delta
+
+
+@dataclass(frozen=True, slots=True)
+class EventOverview:
+    event: EventAvailability
+    bookings_by_status: dict[str, int]
+    waitlist_length: int
+
+
+OVERVIEW_SORTS = {
+    "-utilization": (
+        (EventAvailability.reserved_capacity + EventAvailability.confirmed_capacity)
+        * 1.0
+        / func.nullif(EventAvailability.total_capacity, 0)
+    ).desc().nulls_last(),
+    "utilization": (
+        (EventAvailability.reserved_capacity + EventAvailability.confirmed_capacity)
+        * 1.0
+        / func.nullif(EventAvailability.total_capacity, 0)
+    ).asc().nulls_first(),
+    "event_id": EventAvailability.event_id.asc(),
+}
+
+
+async def overview(
+    session: AsyncSession, limit: int, offset: int, sort: str
+) -> tuple[list[EventOverview], int]:
+    total = await session.scalar(select(func.count()).select_from(EventAvailability))
+    events = list(await session.scalars(
+        select(EventAvailability).order_by(OVERVIEW_SORTS[sort], EventAvailability.event_id).limit(limit).offset(offset)
+    ))
+    ids = [e.event_id for e in events]
+    counts: dict[int, dict[str, int]] = {i: {} for i in ids}
+    for event_id, status, count in await session.execute(
+        select(Booking.event_id, Booking.status, func.count())
+        .where(Booking.event_id.in_(ids))
+        .group_by(Booking.event_id, Booking.status)
+    ):
+        counts[event_id][status.value] = count
+    waiting = dict((await session.execute(  # noqa: C402
+        select(WaitlistEntry.event_id, func.count())
+        .where(WaitlistEntry.event_id.in_(ids), WaitlistEntry.status == WaitlistStatus.PENDING)
+        .group_by(WaitlistEntry.event_id)
+    )).tuples().all())
+    return [EventOverview(e, counts[e.event_id], waiting.get(e.event_id, 0)) for e in events], total or 0

@@ -1,0 +1,294 @@
+"""Bookings: creation, reads, and every status transition of SPEC section 3."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import clock
+from app.core.errors import BadRequestError, ConflictError, InvalidTransitionError, NotFoundError
+from app.core.security import Principal
+from app.models.booking import Booking
+from app.models.enums import BookingStatus, PaymentStatus, ReservationStatus
+from app.models.reservation import Reservation
+from app.schemas.booking import BookingCreate, BookingRead
+from app.services import audit, idempotency, outbox, waitlist_offers
+from app.services.audit import Actor
+from app.services.booking_batcher import BookingRequest, new_booking_reference
+from app.services.capacity import get_event, run_locked, shift_seats
+from app.services.runtime import Runtime
+
+# (from, to) -> seat moves (available, reserved, confirmed) and the message announcing it.
+TRANSITIONS: dict[tuple[BookingStatus, BookingStatus], tuple[tuple[int, int, int], str]] = {
+    (BookingStatus.PENDING, BookingStatus.CONFIRMED): ((0, -1, 1), "BookingConfirmed"),
+    (BookingStatus.PENDING, BookingStatus.CANCELLED): ((1, -1, 0), "BookingCancelled"),
+    (BookingStatus.PENDING, BookingStatus.EXPIRED): ((1, -1, 0), "BookingExpired"),
+    (BookingStatus.CONFIRMED, BookingStatus.CANCELLED): ((1, 0, -1), "BookingCancelled"),
+    (BookingStatus.CONFIRMED, BookingStatus.REFUNDED): ((1, 0, -1), "BookingRefunded"),
+    (BookingStatus.CONFIRMED, BookingStatus.COMPLETED): ((0, 0, 0), "BookingCompleted"),
+}
+REFUSAL_CODES = {
+    BookingStatus.CANCELLED: "booking_not_cancellable",
+    BookingStatus.CONFIRMED: "booking_not_confirmable",
+    BookingStatus.REFUNDED: "booking_not_refundable",
+    BookingStatus.COMPLETED: "booking_not_completable",
+    BookingStatus.EXPIRED: "booking_not_expirable",
+}
+
+
+def booking_data(booking: Booking) -> dict[str, Any]:
+    return BookingRead.model_validate(booking).model_dump(mode="json")
+
+
+def check_quantity(runtime: Runtime, quantity: int) -> None:
+    limit = runtime.settings.max_tickets_per_booking
+    if quantity > limit:
+        raise BadRequestError(f"quantity must be at most {limit}")
+
+
+async def create_booking(
+    runtime: Runtime, principal: Principal, data: BookingCreate, claim: idempotency.Claim | None
+) -> Booking:
+    check_quantity(runtime, data.quantity)
+    if data.reservation_id is not None:
+        return await _book_reservation(runtime, principal, data, claim)
+    request = BookingRequest(
+        actor=Actor.of(principal),
+        user_id=principal.user_id,
+        event_id=data.event_id,
+        quantity=data.quantity,
+        payment_method=data.payment_method,
+        notes=data.notes,
+        claim=claim,
+    )
+    return await runtime.batcher.submit(request)
+
+
+async def _book_reservation(
+    runtime: Runtime, principal: Principal, data: BookingCreate, claim: idempotency.Claim | None
+) -> Booking:
+    """Turn the user's live hold into a pending booking; its seats are already reserved."""
+
+    async def operation(session: AsyncSession) -> Booking:
+        now = clock.now()
+        hold = await session.scalar(
+            select(Reservation)
+            .where(Reservation.id == data.reservation_id, Reservation.user_id == principal.user_id)
+            .with_for_update()
+        )
+        if hold is None or hold.event_id != data.event_id:
+            raise NotFoundError(f"Reservation {data.reservation_id} not found for this event")
+        if hold.status is not ReservationStatus.ACTIVE or hold.expires_at <= now:
+            raise ConflictError("The reservation has expired or was already used")
+        if hold.quantity != data.quantity:
+            raise BadRequestError(f"quantity must equal the reservation's {hold.quantity} seats")
+        event = await get_event(session, data.event_id)
+        booking = Booking(
+            user_id=principal.user_id, event_id=event.event_id,
+            booking_reference=new_booking_reference(), quantity=hold.quantity,
+            total_amount=event.price * hold.quantity, currency=event.currency,
+            status=BookingStatus.PENDING, payment_status=PaymentStatus.PENDING,
+            booking_date=now, expires_at=now + timedelta(minutes=runtime.settings.booking_timeout_minutes),
+            payment_method=data.payment_method, notes=data.notes, reservation_id=hold.id,
+            created_at=now, updated_at=now,
+        )
+        session.add(booking)
+        await session.flush()
+        before = {"status": hold.status.value}
+        hold.status, hold.booking_id = ReservationStatus.CONVERTED, booking.id
+        await session.flush()
+        await _announce_new(session, principal, booking, now, claim)
+        await audit.record(session, audit.audit_row(
+            Actor.of(principal), "reservation.converted", "reservation", hold.id, now,
+            before=before, after={"status": hold.status.value, "booking_id": booking.id},
+        ))
+        return booking
+
+    return await run_locked(runtime, data.event_id, operation)
+
+
+async def _announce_new(
+    session: AsyncSession, principal: Principal, booking: Booking, now: datetime,
+    claim: idempotency.Claim | None,
+) -> None:
+    data = booking_data(booking)
+    await audit.record(session, audit.audit_row(
+        Actor.of(principal), "booking.created", "booking", booking.id, now, after=data
+    ))
+    await outbox.enqueue(session, now, outbox.booking_message("BookingCreated", data, now))
+    await idempotency.store_in(session, claim, 201, data)
+
+
+async def transition(
+    session: AsyncSession,
+    runtime: Runtime,
+    booking: Booking,
+    target: BookingStatus,
+    actor: Actor,
+    now: datetime,
+    **changes: Any,
+) -> Booking:
+    """Move a booking to `target` in the caller's locked transaction, with every side effect."""
+    rule = TRANSITIONS.get((booking.status, target))
+    if rule is None:
+        raise InvalidTransitionError(
+            REFUSAL_CODES.get(target, "invalid_transition"),
+            f"A {booking.status.value} booking cannot become {target.value}",
+        )
+    (available, reserved, confirmed), message_type = rule
+    before = booking_data(booking)
+    booking.status = target
+    for name, value in changes.items():
+        setattr(booking, name, value)
+    booking.updated_at = now
+    await session.flush()
+    if (available, reserved, confirmed) != (0, 0, 0):
+        q = booking.quantity
+        await shift_seats(
+            session, booking.event_id, available=available * q, reserved=reserved * q,
+            confirmed=confirmed * q,
+        )
+    after = booking_data(booking)
+    await audit.record(session, audit.audit_row(
+        actor, f"booking.{target.value}", "booking", booking.id, now, before=before, after=after
+    ))
+    await outbox.enqueue(session, now, outbox.booking_message(message_type, after, now))
+    if available:
+        await waitlist_offers.offer_freed_seats(session, runtime.settings, booking.event_id, now)
+    return booking
+
+
+async def _locked_transition(
+    runtime: Runtime,
+    booking_id: int,
+    event_id: int,
+    target: BookingStatus,
+    actor: Actor,
+    owner_id: int | None = None,
+    **changes: Any,
+) -> Booking:
+    async def operation(session: AsyncSession) -> Booking:
+        booking = await _load(session, booking_id, owner_id)
+        now = clock.now()
+        if booking.status is BookingStatus.PENDING and booking.is_expired and target is not BookingStatus.EXPIRED:
+            await transition(session, runtime, booking, BookingStatus.EXPIRED, Actor.system(), now)
+            return booking
+        return await transition(session, runtime, booking, target, actor, now, **changes)
+
+    booking = await run_locked(runtime, event_id, operation)
+    if target is not BookingStatus.EXPIRED and booking.status is BookingStatus.EXPIRED:
+        raise InvalidTransitionError(REFUSAL_CODES.get(target, "invalid_transition"), "The booking has expired")
+    return booking
+
+
+async def _load(session: AsyncSession, booking_id: int, owner_id: int | None) -> Booking:
+    query = select(Booking).where(Booking.id == booking_id)
+    if owner_id is not None:
+        query = query.where(Booking.user_id == owner_id)
+    booking = await session.scalar(query.execution_options(populate_existing=True))
+    if booking is None:
+        raise NotFoundError(f"Booking {booking_id} not found")
+    return booking
+
+
+async def get_booking(runtime: Runtime, booking_id: int, owner_id: int | None = None) -> Booking:
+    """Read a booking; a pending one past its expiry is expired first (expiry on read)."""
+    async with runtime.sessionmaker() as session:
+        booking = await _load(session, booking_id, owner_id)
+    if booking.status is BookingStatus.PENDING and booking.is_expired:
+        return await expire_booking(runtime, booking.id, booking.event_id)
+    return booking
+
+
+async def expire_booking(runtime: Runtime, booking_id: int, event_id: int) -> Booking:
+    async def operation(session: AsyncSession) -> Booking:
+        booking = await _load(session, booking_id, None)
+        if booking.status is BookingStatus.PENDING and booking.is_expired:
+            await transition(session, runtime, booking, BookingStatus.EXPIRED, Actor.system(), clock.now())
+        return booking
+
+    return await run_locked(runtime, event_id, operation)
+
+
+async def cancel_booking(runtime: Runtime, principal: Principal, booking_id: int) -> Booking:
+    booking = await get_booking(runtime, booking_id, principal.user_id)
+    return await _locked_transition(
+        runtime, booking.id, booking.event_id, BookingStatus.CANCELLED, Actor.of(principal),
+        owner_id=principal.user_id, cancelled_at=clock.now(),
+    )
+
+
+async def confirm_booking(
+    runtime: Runtime, actor: Actor, booking_id: int, note: str | None = None
+) -> Booking:
+    """Manual confirmation by an admin: payment is marked completed with method `manual`."""
+    booking = await get_booking(runtime, booking_id)
+    changes: dict[str, Any] = {
+        "confirmed_at": clock.now(),
+        "payment_status": PaymentStatus.COMPLETED,
+        "payment_method": "manual",
+    }
+    if note:
+        changes["notes"] = note
+    return await _locked_transition(
+        runtime, booking.id, booking.event_id, BookingStatus.CONFIRMED, actor, **changes
+    )
+
+
+async def refund_booking(runtime: Runtime, actor: Actor, booking_id: int, reason: str | None) -> Booking:
+    booking = await get_booking(runtime, booking_id)
+    changes: dict[str, Any] = {"payment_status": PaymentStatus.REFUNDED, "cancelled_at": clock.now()}
+    if reason:
+        changes["notes"] = reason
+    return await _locked_transition(
+        runtime, booking.id, booking.event_id, BookingStatus.REFUNDED, actor, **changes
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BookingFilter:
+    user_id: int | None = None
+    event_id: int | None = None
+    status: BookingStatus | None = None
+    payment_status: PaymentStatus | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+SORTS = {
+    "-created_at": Booking.created_at.desc(),
+    "created_at": Booking.created_at.asc(),
+    "-total_amount": Booking.total_amount.desc(),
+    "total_amount": Booking.total_amount.asc(),
+}
+
+
+def _filtered(query: Select[Any], flt: BookingFilter) -> Select[Any]:
+    equal = {
+        Booking.user_id: flt.user_id,
+        Booking.event_id: flt.event_id,
+        Booking.status: flt.status,
+        Booking.payment_status: flt.payment_status,
+    }
+    for column, value in equal.items():
+        if value is not None:
+            query = query.where(column == value)
+    if flt.created_from is not None:
+        query = query.where(Booking.created_at >= flt.created_from)
+    if flt.created_to is not None:
+        query = query.where(Booking.created_at < flt.created_to)
+    return query
+
+
+async def list_bookings(
+    session: AsyncSession, flt: BookingFilter, limit: int, offset: int, sort: str = "-created_at"
+) -> tuple[list[Booking], int]:
+    total = await session.scalar(_filtered(select(func.count()).select_from(Booking), flt))
+    rows = await session.scalars(
+        _filtered(select(Booking), flt).order_by(SORTS[sort], Booking.id.desc()).limit(limit).offset(offset)
+    )
+    return list(rows), total or 0

@@ -1,0 +1,133 @@
+"""Moves of seats between available, reserved and confirmed (SPEC sections 1 and 2).
+
+Every move is one relative `UPDATE` of the event's row; the table's CHECK constraints keep the
+invariant whatever happens. Taking seats from `available` is also version-checked: a stale
+version raises `StaleVersion`, and `run_locked` retries the whole transaction with jittered
+backoff a bounded number of times before answering 409 `version_conflict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from app.core import metrics
+from app.core.errors import InsufficientCapacityError, NotFoundError, SalesClosedError, VersionConflictError
+from app.db.lock import event_lock
+from app.models.event_availability import EventAvailability
+from app.schemas.availability import EventAvailabilityRead
+from app.services.runtime import Runtime
+
+T = TypeVar("T")
+
+
+class StaleVersion(Exception):
+    """The event row changed since it was read; the transaction is retried."""
+
+
+def snapshot(event: EventAvailability) -> dict[str, Any]:
+    return EventAvailabilityRead.model_validate(event).model_dump(mode="json")
+
+
+async def get_event(session: AsyncSession, event_id: int, *, for_update: bool = False) -> EventAvailability:
+    query = select(EventAvailability).where(EventAvailability.event_id == event_id)
+    if for_update:
+        query = query.with_for_update()
+    event = await session.scalar(query.execution_options(populate_existing=True))
+    if event is None:
+        raise NotFoundError(f"Event {event_id} has no availability")
+    return event
+
+
+async def take_seats(session: AsyncSession, event_id: int, quantity: int) -> EventAvailability:
+    """Hold `quantity` open seats (available -> reserved), checked against the row's version."""
+    event = await get_event(session, event_id)
+    if not event.sales_open:
+        raise SalesClosedError(f"Sales for event {event_id} are closed")
+    if event.available_capacity < quantity:
+        raise InsufficientCapacityError(event.available_capacity)
+    updated = await session.scalar(
+        update(EventAvailability)
+        .where(
+            EventAvailability.event_id == event_id,
+            EventAvailability.version == event.version,
+            EventAvailability.available_capacity >= quantity,
+        )
+        .values(
+            available_capacity=EventAvailability.available_capacity - quantity,
+            reserved_capacity=EventAvailability.reserved_capacity + quantity,
+            version=EventAvailability.version + 1,
+        )
+        .returning(EventAvailability)
+        .execution_options(populate_existing=True)
+    )
+    if updated is None:
+        raise StaleVersion()
+    remember_event(session, updated)
+    return updated
+
+
+def remember_event(session: AsyncSession, event: EventAvailability) -> None:
+    """Keep the event's latest figures for after the commit (cache, live streams)."""
+    session.info.setdefault("events", {})[event.event_id] = event
+
+
+async def shift_seats(
+    session: AsyncSession,
+    event_id: int,
+    *,
+    available: int = 0,
+    reserved: int = 0,
+    confirmed: int = 0,
+) -> EventAvailability:
+    """Move seats between the counters; the deltas must add up to zero."""
+    if available + reserved + confirmed != 0:
+        raise ValueError("seat moves must keep the total")
+    updated = await session.scalar(
+        update(EventAvailability)
+        .where(EventAvailability.event_id == event_id)
+        .values(
+            available_capacity=EventAvailability.available_capacity + available,
+            reserved_capacity=EventAvailability.reserved_capacity + reserved,
+            confirmed_capacity=EventAvailability.confirmed_capacity + confirmed,
+            version=EventAvailability.version + 1,
+        )
+        .returning(EventAvailability)
+        .execution_options(populate_existing=True)
+    )
+    if updated is None:
+        raise NotFoundError(f"Event {event_id} has no availability")
+    remember_event(session, updated)
+    return updated
+
+
+async def run_locked(
+    runtime: Runtime, event_id: int, operation: Callable[[AsyncSession], Awaitable[T]]
+) -> T:
+    """Run `operation` in one transaction under the event's lock, retrying stale versions."""
+    settings = runtime.settings
+    async with event_lock(runtime.redis, settings, event_id):
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(settings.version_conflict_retries + 1),
+                wait=wait_random_exponential(multiplier=0.005, max=0.1),
+                retry=retry_if_exception_type((StaleVersion, StaleDataError)),
+                before_sleep=lambda _state: metrics.VERSION_CONFLICT_RETRIES.inc(),
+                reraise=True,
+            ):
+                with attempt:
+                    async with runtime.sessionmaker() as session:
+                        async with session.begin():
+                            result = await operation(session)
+                        await runtime.after_commit(session)
+                        return result
+        except (StaleVersion, StaleDataError) as exc:
+            raise VersionConflictError(
+                f"Event {event_id} changed concurrently; please retry"
+            ) from exc
+    raise AssertionError("unreachable: the retry loop returns or raises")

@@ -1,0 +1,84 @@
+"""Lifecycle messages (SPEC section 5), written to the outbox in the change's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models.outbox import OutboxMessage
+
+SCHEMA_VERSION = 1
+
+# Message type -> the channel suffix it is published on (`evently:bookings:<kind>`).
+KIND_BY_TYPE = {
+    "BookingCreated": "created",
+    "BookingConfirmed": "confirmed",
+    "BookingCancelled": "cancelled",
+    "BookingExpired": "expired",
+    "BookingRefunded": "refunded",
+    "BookingCompleted": "completed",
+    "BookingPaymentFailed": "payment_failed",
+    "WaitlistJoined": "waitlist_joined",
+    "WaitlistNotified": "waitlist_notified",
+    "WaitlistBooked": "waitlist_booked",
+    "WaitlistExpired": "waitlist_expired",
+    "WaitlistCancelled": "waitlist_cancelled",
+    "AvailabilityChanged": "availability_changed",
+}
+
+
+def booking_message(message_type: str, booking: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return _message(
+        message_type, booking["event_id"], booking["user_id"], now,
+        booking_id=booking["id"], booking_data=booking,
+    )
+
+
+def waitlist_message(message_type: str, entry: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return _message(
+        message_type, entry["event_id"], entry["user_id"], now,
+        waitlist_entry_id=entry["id"], waitlist_data=entry,
+    )
+
+
+def availability_message(availability: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return _message(
+        "AvailabilityChanged", availability["event_id"], None, now,
+        availability_data=availability,
+    )
+
+
+def _message(
+    message_type: str, event_id: int, user_id: int | None, now: datetime, **body: Any
+) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "type": message_type,
+        "schema_version": SCHEMA_VERSION,
+        "occurred_at": now.isoformat(),
+        "event_id": event_id,
+        "user_id": user_id,
+        **body,
+    }
+
+
+def outbox_row(message: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        "message_id": uuid.UUID(message["id"]),
+        "kind": KIND_BY_TYPE[message["type"]],
+        "event_id": message["event_id"],
+        "payload": message,
+        "created_at": now,
+    }
+
+
+async def enqueue(session: AsyncSession, now: datetime, *messages: dict[str, Any]) -> None:
+    """Write messages to the outbox in the caller's transaction, and wake the relay on commit."""
+    if not messages:
+        return
+    await session.execute(insert(OutboxMessage).values([outbox_row(m, now) for m in messages]))
+    session.info["outbox_written"] = True

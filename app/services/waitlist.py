@@ -1,0 +1,270 @@
+"""The waitlist: joining, leaving, booking from an offer, and admin changes (SPEC section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import clock
+from app.core.errors import ConflictError, InvalidTransitionError, NotFoundError, SalesClosedError
+from app.core.security import Principal
+from app.models.booking import Booking
+from app.models.enums import BookingStatus, PaymentStatus, WaitlistStatus
+from app.models.waitlist import WaitlistEntry
+from app.schemas.waitlist import WaitlistJoin
+from app.services import audit, idempotency, outbox
+from app.services.audit import Actor
+from app.services.booking_batcher import new_booking_reference
+from app.services.bookings import booking_data, check_quantity
+from app.services.capacity import get_event, run_locked, shift_seats
+from app.services.runtime import Runtime
+from app.services.waitlist_offers import entry_data, offer_freed_seats
+
+DEFAULT_PRIORITY = 100
+LIVE = (WaitlistStatus.PENDING, WaitlistStatus.NOTIFIED)
+
+
+class SeatsAvailableError(ConflictError):
+    code = "seats_available"
+    title = "Seats are available"
+
+
+class AlreadyWaitlistedError(ConflictError):
+    code = "already_waitlisted"
+    title = "Already on the waitlist"
+
+
+async def join(
+    runtime: Runtime, principal: Principal, data: WaitlistJoin, claim: idempotency.Claim | None
+) -> WaitlistEntry:
+    check_quantity(runtime, data.quantity)
+
+    async def operation(session: AsyncSession) -> WaitlistEntry:
+        now = clock.now()
+        event = await get_event(session, data.event_id)
+        if not event.sales_open:
+            raise SalesClosedError(f"Sales for event {data.event_id} are closed")
+        if event.available_capacity >= data.quantity:
+            raise SeatsAvailableError(
+                f"{event.available_capacity} seats are available: book them instead"
+            )
+        entry = WaitlistEntry(
+            user_id=principal.user_id, event_id=data.event_id, quantity=data.quantity,
+            priority=DEFAULT_PRIORITY, status=WaitlistStatus.PENDING, joined_at=now,
+            created_at=now, updated_at=now,
+        )
+        session.add(entry)
+        try:
+            await session.flush()
+        except IntegrityError as exc:
+            raise AlreadyWaitlistedError("You already wait for this event") from exc
+        after = entry_data(entry)
+        await audit.record(session, audit.audit_row(
+            Actor.of(principal), "waitlist.joined", "waitlist_entry", entry.id, now, after=after
+        ))
+        await outbox.enqueue(session, now, outbox.waitlist_message("WaitlistJoined", after, now))
+        body = dict(after, position=await position(session, entry))
+        await idempotency.store_in(session, claim, 201, body)
+        return entry
+
+    return await run_locked(runtime, data.event_id, operation)
+
+
+async def position(session: AsyncSession, entry: WaitlistEntry) -> int | None:
+    """1-based place among the event's pending entries, or None when not pending."""
+    if entry.status is not WaitlistStatus.PENDING:
+        return None
+    ahead = await session.scalar(
+        select(func.count()).select_from(WaitlistEntry).where(
+            WaitlistEntry.event_id == entry.event_id,
+            WaitlistEntry.status == WaitlistStatus.PENDING,
+            or_(
+                WaitlistEntry.priority < entry.priority,
+                and_(WaitlistEntry.priority == entry.priority, WaitlistEntry.joined_at < entry.joined_at),
+                and_(
+                    WaitlistEntry.priority == entry.priority,
+                    WaitlistEntry.joined_at == entry.joined_at,
+                    WaitlistEntry.id < entry.id,
+                ),
+            ),
+        )
+    )
+    return (ahead or 0) + 1
+
+
+async def _load(session: AsyncSession, entry_id: int, owner_id: int | None) -> WaitlistEntry:
+    query = select(WaitlistEntry).where(WaitlistEntry.id == entry_id)
+    if owner_id is not None:
+        query = query.where(WaitlistEntry.user_id == owner_id)
+    entry = await session.scalar(query.execution_options(populate_existing=True))
+    if entry is None:
+        raise NotFoundError(f"Waitlist entry {entry_id} not found")
+    return entry
+
+
+async def _event_of(runtime: Runtime, entry_id: int, owner_id: int | None) -> int:
+    async with runtime.sessionmaker() as session:
+        return (await _load(session, entry_id, owner_id)).event_id
+
+
+async def end_entry(
+    session: AsyncSession, runtime: Runtime, entry: WaitlistEntry, status: WaitlistStatus,
+    actor: Actor, now: datetime,
+) -> WaitlistEntry:
+    """Cancel or expire an entry; a live offer's seats go to the next in line at once."""
+    if entry.status not in LIVE:
+        raise InvalidTransitionError(
+            "waitlist_not_cancellable", f"A {entry.status.value} entry cannot be {status.value}"
+        )
+    held = entry.quantity if entry.status is WaitlistStatus.NOTIFIED else 0
+    before = entry_data(entry)
+    entry.status, entry.updated_at = status, now
+    await session.flush()
+    after = entry_data(entry)
+    message = "WaitlistExpired" if status is WaitlistStatus.EXPIRED else "WaitlistCancelled"
+    await audit.record(session, audit.audit_row(
+        actor, f"waitlist.{status.value}", "waitlist_entry", entry.id, now, before, after
+    ))
+    await outbox.enqueue(session, now, outbox.waitlist_message(message, after, now))
+    if held:
+        await shift_seats(session, entry.event_id, available=held, reserved=-held)
+        await offer_freed_seats(session, runtime.settings, entry.event_id, now)
+    return entry
+
+
+async def cancel(runtime: Runtime, actor: Actor, entry_id: int, owner_id: int | None) -> WaitlistEntry:
+    event_id = await _event_of(runtime, entry_id, owner_id)
+
+    async def operation(session: AsyncSession) -> WaitlistEntry:
+        entry = await _load(session, entry_id, owner_id)
+        return await end_entry(session, runtime, entry, WaitlistStatus.CANCELLED, actor, clock.now())
+
+    return await run_locked(runtime, event_id, operation)
+
+
+async def expire_offer(session: AsyncSession, runtime: Runtime, entry: WaitlistEntry, now: datetime) -> None:
+    if entry.status is WaitlistStatus.NOTIFIED and entry.is_notification_expired:
+        await end_entry(session, runtime, entry, WaitlistStatus.EXPIRED, Actor.system(), now)
+
+
+class OfferNotAvailableError(ConflictError):
+    code = "offer_not_available"
+    title = "No live offer"
+
+
+async def book_offer(
+    runtime: Runtime, principal: Principal, entry_id: int, claim: idempotency.Claim | None
+) -> Booking:
+    """Turn a live offer into a pending booking; the offered seats stay reserved for it."""
+    event_id = await _event_of(runtime, entry_id, principal.user_id)
+    expired = False
+
+    async def operation(session: AsyncSession) -> Booking | None:
+        nonlocal expired
+        now = clock.now()
+        entry = await _load(session, entry_id, principal.user_id)
+        if entry.status is WaitlistStatus.NOTIFIED and entry.is_notification_expired:
+            await end_entry(session, runtime, entry, WaitlistStatus.EXPIRED, Actor.system(), now)
+            expired = True
+            return None
+        if entry.status is not WaitlistStatus.NOTIFIED:
+            raise OfferNotAvailableError(f"This entry is {entry.status.value}, it has no live offer")
+        return await _book_entry(session, runtime, principal, entry, now, claim)
+
+    booking = await run_locked(runtime, event_id, operation)
+    if booking is None or expired:
+        raise OfferNotAvailableError("The offer has lapsed")
+    return booking
+
+
+async def _book_entry(
+    session: AsyncSession, runtime: Runtime, principal: Principal, entry: WaitlistEntry,
+    now: datetime, claim: idempotency.Claim | None,
+) -> Booking:
+    event = await get_event(session, entry.event_id)
+    booking = Booking(
+        user_id=principal.user_id, event_id=entry.event_id,
+        booking_reference=new_booking_reference(), quantity=entry.quantity,
+        total_amount=event.price * entry.quantity, currency=event.currency,
+        status=BookingStatus.PENDING, payment_status=PaymentStatus.PENDING, booking_date=now,
+        expires_at=now + timedelta(minutes=runtime.settings.booking_timeout_minutes),
+        waitlist_entry_id=entry.id, created_at=now, updated_at=now,
+    )
+    session.add(booking)
+    await session.flush()
+    before = entry_data(entry)
+    entry.status, entry.booked_at, entry.booking_id, entry.updated_at = (
+        WaitlistStatus.BOOKED, now, booking.id, now,
+    )
+    await session.flush()
+    created, booked = booking_data(booking), entry_data(entry)
+    actor = Actor.of(principal)
+    await audit.record(
+        session,
+        audit.audit_row(actor, "booking.created", "booking", booking.id, now, after=created),
+        audit.audit_row(actor, "waitlist.booked", "waitlist_entry", entry.id, now, before, booked),
+    )
+    await outbox.enqueue(
+        session, now,
+        outbox.booking_message("BookingCreated", created, now),
+        outbox.waitlist_message("WaitlistBooked", booked, now),
+    )
+    await idempotency.store_in(session, claim, 201, created)
+    return booking
+
+
+async def set_priority(
+    runtime: Runtime, actor: Actor, entry_id: int, priority: int, reason: str | None
+) -> WaitlistEntry:
+    event_id = await _event_of(runtime, entry_id, None)
+
+    async def operation(session: AsyncSession) -> WaitlistEntry:
+        now = clock.now()
+        entry = await _load(session, entry_id, None)
+        before = entry_data(entry)
+        entry.priority, entry.updated_at = priority, now
+        await session.flush()
+        after = dict(entry_data(entry), reason=reason)
+        await audit.record(session, audit.audit_row(
+            actor, "waitlist.priority_changed", "waitlist_entry", entry.id, now, before, after
+        ))
+        return entry
+
+    return await run_locked(runtime, event_id, operation)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitlistFilter:
+    user_id: int | None = None
+    event_id: int | None = None
+    status: WaitlistStatus | None = None
+
+
+def _filtered(query: Select[Any], flt: WaitlistFilter) -> Select[Any]:
+    for column, value in (
+        (WaitlistEntry.user_id, flt.user_id),
+        (WaitlistEntry.event_id, flt.event_id),
+        (WaitlistEntry.status, flt.status),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    return query
+
+
+async def list_entries(
+    session: AsyncSession, flt: WaitlistFilter, limit: int, offset: int
+) -> tuple[list[tuple[WaitlistEntry, int | None]], int]:
+    total = await session.scalar(_filtered(select(func.count()).select_from(WaitlistEntry), flt))
+    rows = await session.scalars(
+        _filtered(select(WaitlistEntry), flt)
+        .order_by(WaitlistEntry.event_id, WaitlistEntry.priority, WaitlistEntry.joined_at, WaitlistEntry.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    entries = [(entry, await position(session, entry)) for entry in rows]
+    return entries, total or 0

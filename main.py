@@ -1,0 +1,23 @@
+"""Run the service: `python main.py` (settings from the environment, `.env` or Zero)."""
+
+import uvicorn
+
+from app.application import create_app
+from app.core.config import load_settings
+
+
+def main() -> None:
+    settings = load_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+    )
+
+
+if __name__ == "__main__":
+    main()
