@@ -1,0 +1,44 @@
+"""The race for the last seats across two app instances, and with Redis unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core.config import Settings
+from tests.checks import assert_invariant, count
+from tests.conftest import Api, make_settings, running_app
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_two_instances_sell_exactly_capacity(settings: Settings, db: AsyncConnection) -> None:
+    async with running_app(settings) as first, running_app(settings) as second:
+        await first.create_event(1, capacity=50)
+        calls = [(first if user % 2 else second).book(user, 1) for user in range(100, 300)]
+        responses = await asyncio.gather(*calls)
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(201) == 50 and statuses.count(409) == 150
+    assert await count(db, "bookings") == 50
+    await assert_invariant(db)
+
+
+async def test_redis_unreachable_bookings_stay_correct(database_url: str, db: AsyncConnection) -> None:
+    dead_redis = make_settings(database_url, f"redis://127.0.0.1:{closed_port()}/0")
+    async with running_app(dead_redis) as first, running_app(dead_redis) as second:
+        await first.create_event(1, capacity=50)
+        calls = [(first if user % 2 else second).book(user, 1) for user in range(100, 300)]
+        responses = await asyncio.gather(*calls)
+        health = await first.client.get("/api/v1/health")
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(201) == 50 and statuses.count(409) == 150
+    assert await count(db, "bookings") == 50
+    assert health.status_code == 200 and health.json()["status"] == "degraded"
+    await assert_invariant(db)
