@@ -74,8 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-            allow_headers=["*"], expose_headers=["X-Request-ID"],
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
         )
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -118,7 +118,13 @@ class Api:
         return self.headers(1, Role.ADMIN)
 
     async def create_event(self, event_id: int, capacity: int, price: str = "10.00", **extra: Any) -> dict[str, Any]:
-        body = {"event_name": f"Event {event_id}", "total_capacity": capacity, "price": price, "currency": "USD", **extra}
+        body = {
+            "event_name": f"Event {event_id}",
+            "total_capacity": capacity,
+            "price": price,
+            "currency": "USD",
+            **extra,
+        }
         response = await self.client.put(f"/api/v1/admin/availability/{event_id}", json=body, headers=self.admin())
         assert response.status_code == 200, response.text
         return dict(response.json())

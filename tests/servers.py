@@ -49,4 +49,4 @@ def drop_database(admin_url: str, name: str) -> None:
 
 
 def embedded(data_dir: Path) -> EmbeddedServers:
-    return EmbeddedServers(data_dir)
+    return EmbeddedServers(data_dir, ephemeral=True)

@@ -28,8 +28,11 @@ def _expect_401(response, code: str = "invalid_token") -> None:  # type: ignore[
 
 
 async def test_platform_access_token_works(api: Api) -> None:
-    token = jwt.encode({"user_id": 42, "email": "a@b.c", "role": "user", "type": "access", "exp": 4102444800},
-                       TEST_JWT_SECRET, algorithm="HS256")
+    token = jwt.encode(
+        {"user_id": 42, "email": "a@b.c", "role": "user", "type": "access", "exp": 4102444800},
+        TEST_JWT_SECRET,
+        algorithm="HS256",
+    )
     response = await api.client.get(URL, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
 

@@ -124,7 +124,9 @@ async def test_reserve_then_book_takes_over_the_hold(api: Api, db: AsyncConnecti
 
 async def test_release_returns_seats(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=3)
-    hold = (await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 2}, headers=api.headers(5))).json()
+    hold = (
+        await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 2}, headers=api.headers(5))
+    ).json()
     released = await api.client.delete(
         "/api/v1/availability/1/release", params={"reservation_id": hold["id"]}, headers=api.headers(5)
     )
@@ -135,7 +137,9 @@ async def test_release_returns_seats(api: Api, db: AsyncConnection) -> None:
 
 async def test_booking_on_an_expired_hold_is_refused(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=3)
-    hold = (await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 2}, headers=api.headers(5))).json()
+    hold = (
+        await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 2}, headers=api.headers(5))
+    ).json()
     clock.advance(timedelta(minutes=api.settings.reservation_timeout_minutes, seconds=1))
     response = await api.book(5, 1, 2, reservation_id=hold["id"])
     assert response.status_code == 409

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.config import Settings
 from tests.checks import assert_invariant, count
-from tests.conftest import Api, make_settings, running_app
+from tests.conftest import make_settings, running_app
 
 
 def closed_port() -> int:

@@ -36,7 +36,9 @@ async def test_keys_belong_to_their_user(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=5)
     body = {"event_id": 1, "quantity": 1}
     for user in (5, 6):
-        response = await api.client.post("/api/v1/bookings/", json=body, headers=api.headers(user, **{"Idempotency-Key": "k"}))
+        response = await api.client.post(
+            "/api/v1/bookings/", json=body, headers=api.headers(user, **{"Idempotency-Key": "k"})
+        )
         assert response.status_code == 201
     assert await count(db, "bookings") == 2
 
@@ -45,7 +47,9 @@ async def test_concurrent_duplicates_create_one_booking(api: Api, db: AsyncConne
     await api.create_event(1, capacity=5)
     headers = api.headers(5, **{"Idempotency-Key": "double-click"})
     body = {"event_id": 1, "quantity": 1}
-    responses = await asyncio.gather(*(api.client.post("/api/v1/bookings/", json=body, headers=headers) for _ in range(5)))
+    responses = await asyncio.gather(
+        *(api.client.post("/api/v1/bookings/", json=body, headers=headers) for _ in range(5))
+    )
     statuses = sorted(r.status_code for r in responses)
     assert statuses.count(201) >= 1 and set(statuses) <= {201, 409}
     for response in responses:
@@ -78,7 +82,9 @@ async def test_reserve_is_idempotent(api: Api, db: AsyncConnection) -> None:
 async def test_another_users_booking_and_hold_are_404(api: Api) -> None:
     await api.create_event(1, capacity=5)
     booking = (await api.book(5, 1)).json()
-    hold = (await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 1}, headers=api.headers(5))).json()
+    hold = (
+        await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 1}, headers=api.headers(5))
+    ).json()
     stranger = api.headers(6)
     for method, url in (
         ("GET", f"/api/v1/bookings/{booking['id']}"),
@@ -122,7 +128,9 @@ async def test_capacity_cannot_drop_below_seats_held(api: Api, db: AsyncConnecti
         {"event_id": 1, "quantity": 1.5},
     ],
 )
-async def test_bad_booking_input_is_4xx_and_writes_nothing(api: Api, db: AsyncConnection, body: dict[str, object]) -> None:
+async def test_bad_booking_input_is_4xx_and_writes_nothing(
+    api: Api, db: AsyncConnection, body: dict[str, object]
+) -> None:
     await api.create_event(1, capacity=50)
     response = await api.client.post("/api/v1/bookings/", json=body, headers=api.headers(5))
     assert 400 <= response.status_code < 500
@@ -132,8 +140,15 @@ async def test_bad_booking_input_is_4xx_and_writes_nothing(api: Api, db: AsyncCo
     assert await count(db, "audit_log", "entity_type = 'booking'") == 0
 
 
-@pytest.mark.parametrize("url", ["/api/v1/bookings/abc", "/api/v1/bookings/0", "/api/v1/availability/-1",
-                                 "/api/v1/bookings/99999999999999999999999"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/bookings/abc",
+        "/api/v1/bookings/0",
+        "/api/v1/availability/-1",
+        "/api/v1/bookings/99999999999999999999999",
+    ],
+)
 async def test_malformed_ids_are_422(api: Api, url: str) -> None:
     response = await api.client.get(url, headers=api.headers(5))
     assert response.status_code == 422
@@ -150,6 +165,8 @@ async def test_malformed_json_is_422(api: Api, db: AsyncConnection) -> None:
 async def test_reserve_validates_quantity(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=50)
     for quantity in (0, 11, "many"):
-        response = await api.client.post("/api/v1/availability/1/reserve", json={"quantity": quantity}, headers=api.headers(5))
+        response = await api.client.post(
+            "/api/v1/availability/1/reserve", json={"quantity": quantity}, headers=api.headers(5)
+        )
         assert 400 <= response.status_code < 500
     assert await count(db, "reservations") == 0

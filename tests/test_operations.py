@@ -113,13 +113,25 @@ async def test_info_and_metrics(api: Api) -> None:
 async def test_openapi_describes_every_route(api: Api) -> None:
     paths = (await api.client.get("/openapi.json")).json()["paths"]
     for expected in (
-        "/api/v1/bookings/", "/api/v1/bookings/{booking_id}", "/api/v1/bookings/{booking_id}/cancel",
-        "/api/v1/bookings/{booking_id}/status", "/api/v1/availability/{event_id}",
-        "/api/v1/availability/{event_id}/reserve", "/api/v1/availability/{event_id}/release",
-        "/api/v1/waitlist/", "/api/v1/waitlist/{entry_id}/cancel", "/api/v1/waitlist/{entry_id}/book",
-        "/api/v1/admin/bookings/", "/api/v1/admin/bookings/{booking_id}",
-        "/api/v1/admin/bookings/{booking_id}/confirm", "/api/v1/admin/bookings/{booking_id}/refund",
-        "/api/v1/admin/availability/", "/api/v1/admin/waitlist/", "/health", "/api/v1/health", "/api/v1/info",
+        "/api/v1/bookings/",
+        "/api/v1/bookings/{booking_id}",
+        "/api/v1/bookings/{booking_id}/cancel",
+        "/api/v1/bookings/{booking_id}/status",
+        "/api/v1/availability/{event_id}",
+        "/api/v1/availability/{event_id}/reserve",
+        "/api/v1/availability/{event_id}/release",
+        "/api/v1/waitlist/",
+        "/api/v1/waitlist/{entry_id}/cancel",
+        "/api/v1/waitlist/{entry_id}/book",
+        "/api/v1/admin/bookings/",
+        "/api/v1/admin/bookings/{booking_id}",
+        "/api/v1/admin/bookings/{booking_id}/confirm",
+        "/api/v1/admin/bookings/{booking_id}/refund",
+        "/api/v1/admin/availability/",
+        "/api/v1/admin/waitlist/",
+        "/health",
+        "/api/v1/health",
+        "/api/v1/info",
     ):
         assert expected in paths, expected
 

@@ -31,10 +31,20 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_brief_settings_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     for name, value in {
-        "DB_HOST": "db.internal", "DB_PORT": "6543", "DB_NAME": "evently", "DB_USER": "svc", "DB_PASSWORD": "pw",
-        "REDIS_HOST": "cache", "REDIS_PORT": "6380", "REDIS_PASSWORD": "rpw", "REDIS_USE_TLS": "true",
-        "JWT_ALGORITHM": "HS512", "JWT_EXPIRY_MINUTES": "45", "CORS_ORIGINS": "https://a.example, https://b.example",
-        "BOOKING_TIMEOUT_MINUTES": "20", "WAITLIST_NOTIFICATION_TIMEOUT_HOURS": "12",
+        "DB_HOST": "db.internal",
+        "DB_PORT": "6543",
+        "DB_NAME": "evently",
+        "DB_USER": "svc",
+        "DB_PASSWORD": "pw",
+        "REDIS_HOST": "cache",
+        "REDIS_PORT": "6380",
+        "REDIS_PASSWORD": "rpw",
+        "REDIS_USE_TLS": "true",
+        "JWT_ALGORITHM": "HS512",
+        "JWT_EXPIRY_MINUTES": "45",
+        "CORS_ORIGINS": "https://a.example, https://b.example",
+        "BOOKING_TIMEOUT_MINUTES": "20",
+        "WAITLIST_NOTIFICATION_TIMEOUT_HOURS": "12",
     }.items():
         clean_env.setenv(name, value)
     settings = load_settings()
@@ -122,10 +132,17 @@ class ZeroStub:
 @pytest.fixture
 def zero_stub() -> Iterator[ZeroStub]:
     stub = ZeroStub(
-        {"data": {"secrets": [
-            {"name": "db", "fields": [{"name": "DB_HOST", "value": "zero-db"}, {"name": "DB_PASSWORD", "value": "zpw"}]},
-            {"name": "auth", "fields": [{"name": "JWT_SECRET", "value": "z" * 40}]},
-        ]}}
+        {
+            "data": {
+                "secrets": [
+                    {
+                        "name": "db",
+                        "fields": [{"name": "DB_HOST", "value": "zero-db"}, {"name": "DB_PASSWORD", "value": "zpw"}],
+                    },
+                    {"name": "auth", "fields": [{"name": "JWT_SECRET", "value": "z" * 40}]},
+                ]
+            }
+        }
     )
     yield stub
     stub.close()
@@ -138,7 +155,9 @@ def _use_zero(env: pytest.MonkeyPatch, url: str) -> None:
     env.setenv("REDIS_URL", "redis://cache:6379/0")
 
 
-def test_zero_secrets_become_settings_and_environment_overrides(clean_env: pytest.MonkeyPatch, zero_stub: ZeroStub) -> None:
+def test_zero_secrets_become_settings_and_environment_overrides(
+    clean_env: pytest.MonkeyPatch, zero_stub: ZeroStub
+) -> None:
     _use_zero(clean_env, zero_stub.url)
     clean_env.setenv("DB_PASSWORD", "from-env")
     settings = Settings()

@@ -110,8 +110,13 @@ class IdempotencyGuard:
             return await operation(outcome)
         except AppError as exc:
             if exc.status_code < 500:
-                body: dict[str, Any] = {"code": exc.code, "title": exc.title, "status": exc.status_code,
-                                        "detail": exc.detail, **exc.extra}
+                body: dict[str, Any] = {
+                    "code": exc.code,
+                    "title": exc.title,
+                    "status": exc.status_code,
+                    "detail": exc.detail,
+                    **exc.extra,
+                }
                 await idempotency.store(runtime.sessionmaker, outcome, exc.status_code, jsonable_encoder(body))
             else:
                 await idempotency.release(runtime.sessionmaker, outcome)

@@ -51,14 +51,21 @@ class RequestContextMiddleware:
         metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
         metrics.HTTP_LATENCY.labels(method, route).observe(duration)
         user_id = scope.get("state", {}).get("user_id")
-        log.info("request", method=method, route=route, path=scope["path"], status=status,
-                 duration_ms=round(duration * 1000, 2), user_id=user_id)
+        log.info(
+            "request",
+            method=method,
+            route=route,
+            path=scope["path"],
+            status=status,
+            duration_ms=round(duration * 1000, 2),
+            user_id=user_id,
+        )
 
 
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
-            candidate = value.decode("latin-1")
+            candidate: str = value.decode("latin-1")
             if VALID_REQUEST_ID.match(candidate):
                 return candidate
     return uuid.uuid4().hex

@@ -31,8 +31,13 @@ HTTP_CODES = {
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, request: Request | None = None,
-    headers: dict[str, str] | None = None, **extra: Any,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    request: Request | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": f"https://errors.evently.dev/{code}",
@@ -55,7 +60,11 @@ async def app_error(request: Request, exc: Exception) -> JSONResponse:
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", ""), "type": err.get("type", "")}
+        {
+            "field": ".".join(str(p) for p in err.get("loc", ())),
+            "message": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
         for err in exc.errors()
     ]
     fields = ", ".join(e["field"] for e in errors) or "request"
@@ -74,8 +83,12 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error("database_unavailable", error_type=type(exc).__name__)
     return problem(
-        503, "database_unavailable", "Service Unavailable",
-        "The database is unavailable; please retry shortly", request, {"Retry-After": "2"},
+        503,
+        "database_unavailable",
+        "Service Unavailable",
+        "The database is unavailable; please retry shortly",
+        request,
+        {"Retry-After": "2"},
     )
 
 

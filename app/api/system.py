@@ -16,8 +16,16 @@ from app.services import health
 router = APIRouter(tags=["system"])
 
 CAPABILITIES = [
-    "bookings", "temporary-holds", "waitlist", "payments", "admin", "audit-trail",
-    "idempotent-posts", "event-publishing", "events-service-subscriber", "availability-stream",
+    "bookings",
+    "temporary-holds",
+    "waitlist",
+    "payments",
+    "admin",
+    "audit-trail",
+    "idempotent-posts",
+    "event-publishing",
+    "events-service-subscriber",
+    "availability-stream",
 ]
 
 

@@ -31,9 +31,7 @@ class RedisFailureMode(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
 
     service_name: str = "evently-bookings"
     environment: Environment = Environment.DEVELOPMENT
@@ -131,8 +129,7 @@ class Settings(BaseSettings):
             secret = self.jwt_secret.get_secret_value()
             if secret == DEVELOPMENT_JWT_SECRET or len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
                 raise ValueError(
-                    f"JWT_SECRET must be set to at least {MIN_PRODUCTION_SECRET_LENGTH} "
-                    "characters in production"
+                    f"JWT_SECRET must be set to at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production"
                 )
         if not self.database_url and not self.db_host:
             raise ValueError("DATABASE_URL or DB_HOST must be set")

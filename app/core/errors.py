@@ -63,9 +63,7 @@ class InsufficientCapacityError(ConflictError):
     title = "Not enough seats"
 
     def __init__(self, available: int) -> None:
-        super().__init__(
-            f"Not enough seats available: {available} left", extra={"available": available}
-        )
+        super().__init__(f"Not enough seats available: {available} left", extra={"available": available})
 
 
 class SalesClosedError(ConflictError):

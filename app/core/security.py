@@ -94,7 +94,5 @@ def create_access_token(
         "exp": int(expiry.timestamp()),
     }
     claims.update(extra or {})
-    encoded: str = jwt.encode(
-        claims, settings.jwt_secret.get_secret_value(), algorithm=settings.jwt_algorithm
-    )
+    encoded: str = jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=settings.jwt_algorithm)
     return encoded

@@ -65,8 +65,4 @@ class ZeroSettingsSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values = self._load()
-        return {
-            name: values[name.upper()]
-            for name in self.settings_cls.model_fields
-            if name.upper() in values
-        }
+        return {name: values[name.upper()] for name in self.settings_cls.model_fields if name.upper() in values}

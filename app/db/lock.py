@@ -28,9 +28,7 @@ class LockTimeoutError(ServiceUnavailableError):
     title = "Event busy"
 
     def __init__(self, event_id: int) -> None:
-        super().__init__(
-            f"Event {event_id} is busy, try again shortly", headers={"Retry-After": "1"}
-        )
+        super().__init__(f"Event {event_id} is busy, try again shortly", headers={"Retry-After": "1"})
 
 
 @asynccontextmanager

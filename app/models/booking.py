@@ -28,19 +28,13 @@ class Booking(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    event_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("event_availability.event_id"), nullable=False
-    )
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("event_availability.event_id"), nullable=False)
     booking_reference: Mapped[str] = mapped_column(String(16), unique=True, nullable=False)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
     total_amount: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False, default="USD")
-    status: Mapped[BookingStatus] = mapped_column(
-        status_column(BookingStatus), nullable=False
-    )
-    payment_status: Mapped[PaymentStatus] = mapped_column(
-        status_column(PaymentStatus), nullable=False
-    )
+    status: Mapped[BookingStatus] = mapped_column(status_column(BookingStatus), nullable=False)
+    payment_status: Mapped[PaymentStatus] = mapped_column(status_column(PaymentStatus), nullable=False)
     booking_date: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -60,11 +54,7 @@ class Booking(Base):
     def is_expired(self) -> bool:
         if self.status is BookingStatus.EXPIRED:
             return True
-        return (
-            self.status is BookingStatus.PENDING
-            and self.expires_at is not None
-            and self.expires_at <= clock.now()
-        )
+        return self.status is BookingStatus.PENDING and self.expires_at is not None and self.expires_at <= clock.now()
 
     @property
     def is_active(self) -> bool:

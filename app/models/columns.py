@@ -24,6 +24,4 @@ def created_at_column() -> MappedColumn[datetime]:
 
 
 def updated_at_column() -> MappedColumn[datetime]:
-    return mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
-    )
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now())

@@ -25,13 +25,9 @@ class Reservation(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
-    event_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("event_availability.event_id"), nullable=False
-    )
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("event_availability.event_id"), nullable=False)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
-    status: Mapped[ReservationStatus] = mapped_column(
-        status_column(ReservationStatus), nullable=False
-    )
+    status: Mapped[ReservationStatus] = mapped_column(status_column(ReservationStatus), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     booking_id: Mapped[int | None] = mapped_column(BigInteger)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)

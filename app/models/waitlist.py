@@ -31,14 +31,10 @@ class WaitlistEntry(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
-    event_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("event_availability.event_id"), nullable=False
-    )
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("event_availability.event_id"), nullable=False)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
     priority: Mapped[int] = mapped_column(Integer, nullable=False, default=100)
-    status: Mapped[WaitlistStatus] = mapped_column(
-        status_column(WaitlistStatus), nullable=False
-    )
+    status: Mapped[WaitlistStatus] = mapped_column(status_column(WaitlistStatus), nullable=False)
     joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -54,11 +50,7 @@ class WaitlistEntry(Base):
     def is_notification_expired(self) -> bool:
         if self.status is WaitlistStatus.EXPIRED:
             return True
-        return (
-            self.status is WaitlistStatus.NOTIFIED
-            and self.expires_at is not None
-            and self.expires_at <= clock.now()
-        )
+        return self.status is WaitlistStatus.NOTIFIED and self.expires_at is not None and self.expires_at <= clock.now()
 
     @property
     def is_active(self) -> bool:

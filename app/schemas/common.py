@@ -10,9 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 T = TypeVar("T")
 
 # Money travels as a decimal string ("49.90"), never as a float.
-Money = Annotated[
-    Decimal, PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json")
-]
+Money = Annotated[Decimal, PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json")]
 MAX_PAGE_SIZE = 100
 
 

@@ -96,9 +96,7 @@ def _filtered(query: Select[Any], flt: AuditFilter) -> Select[Any]:
     return query
 
 
-async def list_entries(
-    session: AsyncSession, flt: AuditFilter, limit: int, offset: int
-) -> tuple[list[AuditLog], int]:
+async def list_entries(session: AsyncSession, flt: AuditFilter, limit: int, offset: int) -> tuple[list[AuditLog], int]:
     total = await session.scalar(_filtered(select(func.count()).select_from(AuditLog), flt))
     rows = await session.scalars(
         _filtered(select(AuditLog), flt).order_by(AuditLog.id.desc()).limit(limit).offset(offset)

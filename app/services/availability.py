@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, select, union_all
+from sqlalchemy import UnaryExpression, exists, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import clock
@@ -70,8 +70,12 @@ async def upsert(runtime: Runtime, actor: Actor, event_id: int, data: EventAvail
         )
         if event is None:
             event = EventAvailability(
-                event_id=event_id, available_capacity=data.total_capacity, reserved_capacity=0,
-                confirmed_capacity=0, version=1, **data.model_dump(),
+                event_id=event_id,
+                available_capacity=data.total_capacity,
+                reserved_capacity=0,
+                confirmed_capacity=0,
+                version=1,
+                **data.model_dump(),
             )
             session.add(event)
             before = None
@@ -83,10 +87,18 @@ async def upsert(runtime: Runtime, actor: Actor, event_id: int, data: EventAvail
         event.last_updated = now
         await session.flush()
         await session.refresh(event)
-        await audit.record(session, audit.audit_row(
-            actor, "availability.updated" if before else "availability.created",
-            "event_availability", event.event_id, now, before, snapshot(event),
-        ))
+        await audit.record(
+            session,
+            audit.audit_row(
+                actor,
+                "availability.updated" if before else "availability.created",
+                "event_availability",
+                event.event_id,
+                now,
+                before,
+                snapshot(event),
+            ),
+        )
         if freed > 0:
             await offer_freed_seats(session, runtime.settings, event_id, now)
             event = await get_event(session, event_id)
@@ -100,15 +112,13 @@ async def upsert(runtime: Runtime, actor: Actor, event_id: int, data: EventAvail
 def apply_changes(event: EventAvailability, changes: dict[str, Any]) -> int:
     """Apply new figures to a locked row; returns the seats added to `available`."""
     held = event.reserved_capacity + event.confirmed_capacity
-    total = changes.pop("total_capacity", None)
+    total: int | None = changes.pop("total_capacity", None)
     for name, value in changes.items():
         setattr(event, name, value)
     if total is None or total == event.total_capacity:
         return 0
     if total < held:
-        raise CapacityBelowHeldError(
-            f"Capacity {total} is below the {held} seats already held or sold"
-        )
+        raise CapacityBelowHeldError(f"Capacity {total} is below the {held} seats already held or sold")
     delta = total - event.total_capacity
     event.total_capacity = total
     event.available_capacity += delta
@@ -122,28 +132,35 @@ class EventOverview:
     waitlist_length: int
 
 
-OVERVIEW_SORTS = {
+OVERVIEW_SORTS: dict[str, UnaryExpression[Any]] = {
     "-utilization": (
         (EventAvailability.reserved_capacity + EventAvailability.confirmed_capacity)
         * 1.0
         / func.nullif(EventAvailability.total_capacity, 0)
-    ).desc().nulls_last(),
+    )
+    .desc()
+    .nulls_last(),
     "utilization": (
         (EventAvailability.reserved_capacity + EventAvailability.confirmed_capacity)
         * 1.0
         / func.nullif(EventAvailability.total_capacity, 0)
-    ).asc().nulls_first(),
+    )
+    .asc()
+    .nulls_first(),
     "event_id": EventAvailability.event_id.asc(),
 }
 
 
-async def overview(
-    session: AsyncSession, limit: int, offset: int, sort: str
-) -> tuple[list[EventOverview], int]:
+async def overview(session: AsyncSession, limit: int, offset: int, sort: str) -> tuple[list[EventOverview], int]:
     total = await session.scalar(select(func.count()).select_from(EventAvailability))
-    events = list(await session.scalars(
-        select(EventAvailability).order_by(OVERVIEW_SORTS[sort], EventAvailability.event_id).limit(limit).offset(offset)
-    ))
+    events = list(
+        await session.scalars(
+            select(EventAvailability)
+            .order_by(OVERVIEW_SORTS[sort], EventAvailability.event_id)
+            .limit(limit)
+            .offset(offset)
+        )
+    )
     ids = [e.event_id for e in events]
     counts: dict[int, dict[str, int]] = {i: {} for i in ids}
     for event_id, status, count in await session.execute(
@@ -152,9 +169,15 @@ async def overview(
         .group_by(Booking.event_id, Booking.status)
     ):
         counts[event_id][status.value] = count
-    waiting = dict((await session.execute(  # noqa: C402
-        select(WaitlistEntry.event_id, func.count())
-        .where(WaitlistEntry.event_id.in_(ids), WaitlistEntry.status == WaitlistStatus.PENDING)
-        .group_by(WaitlistEntry.event_id)
-    )).tuples().all())
+    waiting = dict(
+        (
+            await session.execute(
+                select(WaitlistEntry.event_id, func.count())
+                .where(WaitlistEntry.event_id.in_(ids), WaitlistEntry.status == WaitlistStatus.PENDING)
+                .group_by(WaitlistEntry.event_id)
+            )
+        )
+        .tuples()
+        .all()
+    )
     return [EventOverview(e, counts[e.event_id], waiting.get(e.event_id, 0)) for e in events], total or 0

@@ -92,9 +92,7 @@ class BookingBatcher:
 
     async def _process(self, event_id: int, batch: list[BookingRequest]) -> None:
         try:
-            outcomes = await run_locked(
-                self._runtime, event_id, lambda session: self._book(session, event_id, batch)
-            )
+            outcomes = await run_locked(self._runtime, event_id, lambda session: self._book(session, event_id, batch))
         except Exception as exc:  # every waiting request gets the batch's failure
             if not isinstance(exc, AppError):
                 log.exception("booking_batch_failed", event_id=event_id, size=len(batch))
@@ -104,9 +102,7 @@ class BookingBatcher:
         for request, outcome in zip(batch, outcomes, strict=True):
             _settle(request, outcome)
 
-    async def _book(
-        self, session: AsyncSession, event_id: int, batch: list[BookingRequest]
-    ) -> list[Outcome]:
+    async def _book(self, session: AsyncSession, event_id: int, batch: list[BookingRequest]) -> list[Outcome]:
         event = await get_event(session, event_id)
         if not event.sales_open:
             raise SalesClosedError(f"Sales for event {event_id} are closed")
@@ -123,9 +119,7 @@ class BookingBatcher:
         return [o for o in outcomes if o is not None]
 
 
-def _allocate(
-    available: int, batch: list[BookingRequest]
-) -> tuple[list[BookingRequest], list[Outcome | None]]:
+def _allocate(available: int, batch: list[BookingRequest]) -> tuple[list[BookingRequest], list[Outcome | None]]:
     """Seats in arrival order; `None` marks a request that gets a booking."""
     accepted: list[BookingRequest] = []
     outcomes: list[Outcome | None] = []
@@ -166,9 +160,7 @@ async def _insert_bookings(
         }
         for r in accepted
     ]
-    result = await session.scalars(
-        insert(Booking).returning(Booking, sort_by_parameter_order=True), rows
-    )
+    result = await session.scalars(insert(Booking).returning(Booking, sort_by_parameter_order=True), rows)
     return list(result)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, UnaryExpression, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import clock
@@ -88,13 +88,21 @@ async def _book_reservation(
             raise BadRequestError(f"quantity must equal the reservation's {hold.quantity} seats")
         event = await get_event(session, data.event_id)
         booking = Booking(
-            user_id=principal.user_id, event_id=event.event_id,
-            booking_reference=new_booking_reference(), quantity=hold.quantity,
-            total_amount=event.price * hold.quantity, currency=event.currency,
-            status=BookingStatus.PENDING, payment_status=PaymentStatus.PENDING,
-            booking_date=now, expires_at=now + timedelta(minutes=runtime.settings.booking_timeout_minutes),
-            payment_method=data.payment_method, notes=data.notes, reservation_id=hold.id,
-            created_at=now, updated_at=now,
+            user_id=principal.user_id,
+            event_id=event.event_id,
+            booking_reference=new_booking_reference(),
+            quantity=hold.quantity,
+            total_amount=event.price * hold.quantity,
+            currency=event.currency,
+            status=BookingStatus.PENDING,
+            payment_status=PaymentStatus.PENDING,
+            booking_date=now,
+            expires_at=now + timedelta(minutes=runtime.settings.booking_timeout_minutes),
+            payment_method=data.payment_method,
+            notes=data.notes,
+            reservation_id=hold.id,
+            created_at=now,
+            updated_at=now,
         )
         session.add(booking)
         await session.flush()
@@ -102,23 +110,34 @@ async def _book_reservation(
         hold.status, hold.booking_id = ReservationStatus.CONVERTED, booking.id
         await session.flush()
         await _announce_new(session, principal, booking, now, claim)
-        await audit.record(session, audit.audit_row(
-            Actor.of(principal), "reservation.converted", "reservation", hold.id, now,
-            before=before, after={"status": hold.status.value, "booking_id": booking.id},
-        ))
+        await audit.record(
+            session,
+            audit.audit_row(
+                Actor.of(principal),
+                "reservation.converted",
+                "reservation",
+                hold.id,
+                now,
+                before=before,
+                after={"status": hold.status.value, "booking_id": booking.id},
+            ),
+        )
         return booking
 
     return await run_locked(runtime, data.event_id, operation)
 
 
 async def _announce_new(
-    session: AsyncSession, principal: Principal, booking: Booking, now: datetime,
+    session: AsyncSession,
+    principal: Principal,
+    booking: Booking,
+    now: datetime,
     claim: idempotency.Claim | None,
 ) -> None:
     data = booking_data(booking)
-    await audit.record(session, audit.audit_row(
-        Actor.of(principal), "booking.created", "booking", booking.id, now, after=data
-    ))
+    await audit.record(
+        session, audit.audit_row(Actor.of(principal), "booking.created", "booking", booking.id, now, after=data)
+    )
     await outbox.enqueue(session, now, outbox.booking_message("BookingCreated", data, now))
     await idempotency.store_in(session, claim, 201, data)
 
@@ -149,13 +168,17 @@ async def transition(
     if (available, reserved, confirmed) != (0, 0, 0):
         q = booking.quantity
         await shift_seats(
-            session, booking.event_id, available=available * q, reserved=reserved * q,
+            session,
+            booking.event_id,
+            available=available * q,
+            reserved=reserved * q,
             confirmed=confirmed * q,
         )
     after = booking_data(booking)
-    await audit.record(session, audit.audit_row(
-        actor, f"booking.{target.value}", "booking", booking.id, now, before=before, after=after
-    ))
+    await audit.record(
+        session,
+        audit.audit_row(actor, f"booking.{target.value}", "booking", booking.id, now, before=before, after=after),
+    )
     await outbox.enqueue(session, now, outbox.booking_message(message_type, after, now))
     if available:
         await waitlist_offers.offer_freed_seats(session, runtime.settings, booking.event_id, now)
@@ -217,14 +240,17 @@ async def expire_booking(runtime: Runtime, booking_id: int, event_id: int) -> Bo
 async def cancel_booking(runtime: Runtime, principal: Principal, booking_id: int) -> Booking:
     booking = await get_booking(runtime, booking_id, principal.user_id)
     return await _locked_transition(
-        runtime, booking.id, booking.event_id, BookingStatus.CANCELLED, Actor.of(principal),
-        owner_id=principal.user_id, cancelled_at=clock.now(),
+        runtime,
+        booking.id,
+        booking.event_id,
+        BookingStatus.CANCELLED,
+        Actor.of(principal),
+        owner_id=principal.user_id,
+        cancelled_at=clock.now(),
     )
 
 
-async def confirm_booking(
-    runtime: Runtime, actor: Actor, booking_id: int, note: str | None = None
-) -> Booking:
+async def confirm_booking(runtime: Runtime, actor: Actor, booking_id: int, note: str | None = None) -> Booking:
     """Manual confirmation by an admin: payment is marked completed with method `manual`."""
     booking = await get_booking(runtime, booking_id)
     changes: dict[str, Any] = {
@@ -234,9 +260,7 @@ async def confirm_booking(
     }
     if note:
         changes["notes"] = note
-    return await _locked_transition(
-        runtime, booking.id, booking.event_id, BookingStatus.CONFIRMED, actor, **changes
-    )
+    return await _locked_transition(runtime, booking.id, booking.event_id, BookingStatus.CONFIRMED, actor, **changes)
 
 
 async def refund_booking(runtime: Runtime, actor: Actor, booking_id: int, reason: str | None) -> Booking:
@@ -244,9 +268,7 @@ async def refund_booking(runtime: Runtime, actor: Actor, booking_id: int, reason
     changes: dict[str, Any] = {"payment_status": PaymentStatus.REFUNDED, "cancelled_at": clock.now()}
     if reason:
         changes["notes"] = reason
-    return await _locked_transition(
-        runtime, booking.id, booking.event_id, BookingStatus.REFUNDED, actor, **changes
-    )
+    return await _locked_transition(runtime, booking.id, booking.event_id, BookingStatus.REFUNDED, actor, **changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +281,7 @@ class BookingFilter:
     created_to: datetime | None = None
 
 
-SORTS = {
+SORTS: dict[str, UnaryExpression[Any]] = {
     "-created_at": Booking.created_at.desc(),
     "created_at": Booking.created_at.asc(),
     "-total_amount": Booking.total_amount.desc(),

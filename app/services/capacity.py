@@ -106,9 +106,7 @@ async def shift_seats(
     return updated
 
 
-async def run_locked(
-    runtime: Runtime, event_id: int, operation: Callable[[AsyncSession], Awaitable[T]]
-) -> T:
+async def run_locked(runtime: Runtime, event_id: int, operation: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run `operation` in one transaction under the event's lock, retrying stale versions."""
     settings = runtime.settings
     async with event_lock(runtime.redis, settings, event_id):
@@ -127,7 +125,5 @@ async def run_locked(
                         await runtime.after_commit(session)
                         return result
         except (StaleVersion, StaleDataError) as exc:
-            raise VersionConflictError(
-                f"Event {event_id} changed concurrently; please retry"
-            ) from exc
+            raise VersionConflictError(f"Event {event_id} changed concurrently; please retry") from exc
     raise AssertionError("unreachable: the retry loop returns or raises")

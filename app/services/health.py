@@ -15,6 +15,7 @@ from app.models.outbox import OutboxMessage
 from app.services.runtime import Runtime
 
 CHECK_TIMEOUT_SECONDS = 2.0
+REDIS_CHECK_FAILURES: tuple[type[BaseException], ...] = (*RedisUnavailable, TimeoutError)
 
 
 @dataclass
@@ -34,7 +35,12 @@ async def _database(runtime: Runtime) -> dict[str, Any]:
         ).one()
     latency = round((time.perf_counter() - started) * 1000, 2)
     age = (clock.now() - oldest).total_seconds() if oldest else 0.0
-    return {"status": "up", "latency_ms": latency, "outbox_backlog": waiting, "outbox_oldest_age_seconds": round(age, 1)}
+    return {
+        "status": "up",
+        "latency_ms": latency,
+        "outbox_backlog": waiting,
+        "outbox_oldest_age_seconds": round(age, 1),
+    }
 
 
 async def _redis(runtime: Runtime) -> dict[str, Any]:
@@ -52,7 +58,7 @@ async def check(runtime: Runtime) -> HealthReport:
         report.status = "unhealthy"
     try:
         report.checks["redis"] = await asyncio.wait_for(_redis(runtime), CHECK_TIMEOUT_SECONDS)
-    except (*RedisUnavailable, asyncio.TimeoutError) as exc:
+    except REDIS_CHECK_FAILURES as exc:
         report.checks["redis"] = {"status": "down", "error": type(exc).__name__}
         if report.status == "healthy":
             report.status = "degraded"

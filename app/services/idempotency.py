@@ -56,8 +56,11 @@ async def claim(
         inserted = await session.scalar(
             insert(IdempotencyKey)
             .values(
-                user_id=user_id, key=key, request_hash=fingerprint,
-                created_at=now, expires_at=now + ttl,
+                user_id=user_id,
+                key=key,
+                request_hash=fingerprint,
+                created_at=now,
+                expires_at=now + ttl,
             )
             .on_conflict_do_nothing(constraint="uq_idempotency_keys_user_id_key")
             .returning(IdempotencyKey.id)
@@ -65,9 +68,7 @@ async def claim(
         if inserted is not None:
             return Claim(inserted)
         existing = await session.scalar(
-            select(IdempotencyKey)
-            .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
-            .with_for_update()
+            select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key).with_for_update()
         )
         if existing is None:  # expired and purged between the two statements
             raise IdempotencyInProgressError()
@@ -75,9 +76,7 @@ async def claim(
             _reset(existing, fingerprint, now, ttl)
             return Claim(existing.id)
         if existing.request_hash != fingerprint:
-            raise IdempotencyMismatchError(
-                "This Idempotency-Key was already used with a different request"
-            )
+            raise IdempotencyMismatchError("This Idempotency-Key was already used with a different request")
         if existing.status_code is not None:
             return Replay(existing.status_code, existing.response_body)
         if now - existing.created_at > ABANDONED_AFTER:
@@ -105,9 +104,7 @@ async def store_in(session: AsyncSession, claimed: Claim | None, status_code: in
     )
 
 
-async def store(
-    sessionmaker: async_sessionmaker[AsyncSession], claimed: Claim, status_code: int, body: Any
-) -> None:
+async def store(sessionmaker: async_sessionmaker[AsyncSession], claimed: Claim, status_code: int, body: Any) -> None:
     async with sessionmaker() as session, session.begin():
         await store_in(session, claimed, status_code, body)
 
@@ -116,9 +113,7 @@ async def release(sessionmaker: async_sessionmaker[AsyncSession], claimed: Claim
     """Forget a claim whose request failed without an answer worth repeating (5xx)."""
     async with sessionmaker() as session, session.begin():
         await session.execute(
-            delete(IdempotencyKey).where(
-                IdempotencyKey.id == claimed.record_id, IdempotencyKey.status_code.is_(None)
-            )
+            delete(IdempotencyKey).where(IdempotencyKey.id == claimed.record_id, IdempotencyKey.status_code.is_(None))
         )
 
 

@@ -33,28 +33,37 @@ KIND_BY_TYPE = {
 
 def booking_message(message_type: str, booking: dict[str, Any], now: datetime) -> dict[str, Any]:
     return _message(
-        message_type, booking["event_id"], booking["user_id"], now,
-        booking_id=booking["id"], booking_data=booking,
+        message_type,
+        booking["event_id"],
+        booking["user_id"],
+        now,
+        booking_id=booking["id"],
+        booking_data=booking,
     )
 
 
 def waitlist_message(message_type: str, entry: dict[str, Any], now: datetime) -> dict[str, Any]:
     return _message(
-        message_type, entry["event_id"], entry["user_id"], now,
-        waitlist_entry_id=entry["id"], waitlist_data=entry,
+        message_type,
+        entry["event_id"],
+        entry["user_id"],
+        now,
+        waitlist_entry_id=entry["id"],
+        waitlist_data=entry,
     )
 
 
 def availability_message(availability: dict[str, Any], now: datetime) -> dict[str, Any]:
     return _message(
-        "AvailabilityChanged", availability["event_id"], None, now,
+        "AvailabilityChanged",
+        availability["event_id"],
+        None,
+        now,
         availability_data=availability,
     )
 
 
-def _message(
-    message_type: str, event_id: int, user_id: int | None, now: datetime, **body: Any
-) -> dict[str, Any]:
+def _message(message_type: str, event_id: int, user_id: int | None, now: datetime, **body: Any) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
         "type": message_type,

@@ -26,7 +26,10 @@ def reservation_data(hold: Reservation) -> dict[str, Any]:
 
 
 async def reserve(
-    runtime: Runtime, principal: Principal, event_id: int, quantity: int,
+    runtime: Runtime,
+    principal: Principal,
+    event_id: int,
+    quantity: int,
     claim: idempotency.Claim | None,
 ) -> Reservation:
     check_quantity(runtime, quantity)
@@ -35,17 +38,21 @@ async def reserve(
         now = clock.now()
         event = await take_seats(session, event_id, quantity)
         hold = Reservation(
-            user_id=principal.user_id, event_id=event_id, quantity=quantity,
+            user_id=principal.user_id,
+            event_id=event_id,
+            quantity=quantity,
             status=ReservationStatus.ACTIVE,
             expires_at=now + timedelta(minutes=runtime.settings.reservation_timeout_minutes),
-            created_at=now, updated_at=now,
+            created_at=now,
+            updated_at=now,
         )
         session.add(hold)
         await session.flush()
         data = reservation_data(hold)
-        await audit.record(session, audit.audit_row(
-            Actor.of(principal), "reservation.created", "reservation", hold.id, now, after=data
-        ))
+        await audit.record(
+            session,
+            audit.audit_row(Actor.of(principal), "reservation.created", "reservation", hold.id, now, after=data),
+        )
         await outbox.enqueue(session, now, outbox.availability_message(snapshot(event), now))
         await idempotency.store_in(session, claim, 201, data)
         return hold
@@ -74,18 +81,30 @@ async def expire_reservation(session: AsyncSession, runtime: Runtime, hold: Rese
 
 
 async def end_hold(
-    session: AsyncSession, runtime: Runtime, hold: Reservation, status: ReservationStatus,
-    actor: Actor, now: datetime,
+    session: AsyncSession,
+    runtime: Runtime,
+    hold: Reservation,
+    status: ReservationStatus,
+    actor: Actor,
+    now: datetime,
 ) -> Reservation:
     """Release or expire a live hold: its seats return and are offered to the waitlist."""
     before = reservation_data(hold)
     hold.status, hold.updated_at = status, now
     await session.flush()
     event = await shift_seats(session, hold.event_id, available=hold.quantity, reserved=-hold.quantity)
-    await audit.record(session, audit.audit_row(
-        actor, f"reservation.{status.value}", "reservation", hold.id, now,
-        before=before, after=reservation_data(hold),
-    ))
+    await audit.record(
+        session,
+        audit.audit_row(
+            actor,
+            f"reservation.{status.value}",
+            "reservation",
+            hold.id,
+            now,
+            before=before,
+            after=reservation_data(hold),
+        ),
+    )
     await waitlist_offers.offer_freed_seats(session, runtime.settings, hold.event_id, now)
     await outbox.enqueue(session, now, outbox.availability_message(snapshot(event), now))
     return hold
@@ -113,4 +132,3 @@ async def get_reservation(session: AsyncSession, reservation_id: int, user_id: i
     if hold is None:
         raise NotFoundError(f"Reservation {reservation_id} not found")
     return hold
-

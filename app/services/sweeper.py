@@ -53,9 +53,13 @@ async def expire_due_for_event(runtime: Runtime, event_id: int) -> int:
         now = clock.now()
         holds = await session.scalars(
             select(Reservation)
-            .where(Reservation.event_id == event_id, Reservation.status == ReservationStatus.ACTIVE,
-                   Reservation.expires_at <= now)
-            .limit(limit).with_for_update(skip_locked=True)
+            .where(
+                Reservation.event_id == event_id,
+                Reservation.status == ReservationStatus.ACTIVE,
+                Reservation.expires_at <= now,
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
         done = 0
         for hold in list(holds):
@@ -64,9 +68,14 @@ async def expire_due_for_event(runtime: Runtime, event_id: int) -> int:
             done += 1
         offers = await session.scalars(
             select(WaitlistEntry)
-            .where(WaitlistEntry.event_id == event_id, WaitlistEntry.status == WaitlistStatus.NOTIFIED,
-                   WaitlistEntry.expires_at <= now)
-            .order_by(WaitlistEntry.expires_at).limit(limit).with_for_update(skip_locked=True)
+            .where(
+                WaitlistEntry.event_id == event_id,
+                WaitlistEntry.status == WaitlistStatus.NOTIFIED,
+                WaitlistEntry.expires_at <= now,
+            )
+            .order_by(WaitlistEntry.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
         for entry in list(offers):
             await waitlist.expire_offer(session, runtime, entry, now)
@@ -74,9 +83,9 @@ async def expire_due_for_event(runtime: Runtime, event_id: int) -> int:
             done += 1
         pending = await session.scalars(
             select(Booking)
-            .where(Booking.event_id == event_id, Booking.status == BookingStatus.PENDING,
-                   Booking.expires_at <= now)
-            .limit(limit).with_for_update(skip_locked=True)
+            .where(Booking.event_id == event_id, Booking.status == BookingStatus.PENDING, Booking.expires_at <= now)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
         for booking in list(pending):
             await bookings.transition(session, runtime, booking, BookingStatus.EXPIRED, Actor.system(), now)
@@ -87,18 +96,15 @@ async def expire_due_for_event(runtime: Runtime, event_id: int) -> int:
     return await run_locked(runtime, event_id, operation)
 
 
-async def _complete_past(
-    session: AsyncSession, runtime: Runtime, event_id: int, now: datetime, limit: int
-) -> int:
-    ended = await session.scalar(
-        select(EventAvailability.ends_at).where(EventAvailability.event_id == event_id)
-    )
+async def _complete_past(session: AsyncSession, runtime: Runtime, event_id: int, now: datetime, limit: int) -> int:
+    ended = await session.scalar(select(EventAvailability.ends_at).where(EventAvailability.event_id == event_id))
     if ended is None or ended > now:
         return 0
     confirmed = await session.scalars(
         select(Booking)
         .where(Booking.event_id == event_id, Booking.status == BookingStatus.CONFIRMED)
-        .limit(limit).with_for_update(skip_locked=True)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
     done = 0
     for booking in list(confirmed):

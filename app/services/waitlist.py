@@ -50,13 +50,16 @@ async def join(
         if not event.sales_open:
             raise SalesClosedError(f"Sales for event {data.event_id} are closed")
         if event.available_capacity >= data.quantity:
-            raise SeatsAvailableError(
-                f"{event.available_capacity} seats are available: book them instead"
-            )
+            raise SeatsAvailableError(f"{event.available_capacity} seats are available: book them instead")
         entry = WaitlistEntry(
-            user_id=principal.user_id, event_id=data.event_id, quantity=data.quantity,
-            priority=DEFAULT_PRIORITY, status=WaitlistStatus.PENDING, joined_at=now,
-            created_at=now, updated_at=now,
+            user_id=principal.user_id,
+            event_id=data.event_id,
+            quantity=data.quantity,
+            priority=DEFAULT_PRIORITY,
+            status=WaitlistStatus.PENDING,
+            joined_at=now,
+            created_at=now,
+            updated_at=now,
         )
         session.add(entry)
         try:
@@ -64,9 +67,10 @@ async def join(
         except IntegrityError as exc:
             raise AlreadyWaitlistedError("You already wait for this event") from exc
         after = entry_data(entry)
-        await audit.record(session, audit.audit_row(
-            Actor.of(principal), "waitlist.joined", "waitlist_entry", entry.id, now, after=after
-        ))
+        await audit.record(
+            session,
+            audit.audit_row(Actor.of(principal), "waitlist.joined", "waitlist_entry", entry.id, now, after=after),
+        )
         await outbox.enqueue(session, now, outbox.waitlist_message("WaitlistJoined", after, now))
         body = dict(after, position=await position(session, entry))
         await idempotency.store_in(session, claim, 201, body)
@@ -80,7 +84,9 @@ async def position(session: AsyncSession, entry: WaitlistEntry) -> int | None:
     if entry.status is not WaitlistStatus.PENDING:
         return None
     ahead = await session.scalar(
-        select(func.count()).select_from(WaitlistEntry).where(
+        select(func.count())
+        .select_from(WaitlistEntry)
+        .where(
             WaitlistEntry.event_id == entry.event_id,
             WaitlistEntry.status == WaitlistStatus.PENDING,
             or_(
@@ -113,8 +119,12 @@ async def _event_of(runtime: Runtime, entry_id: int, owner_id: int | None) -> in
 
 
 async def end_entry(
-    session: AsyncSession, runtime: Runtime, entry: WaitlistEntry, status: WaitlistStatus,
-    actor: Actor, now: datetime,
+    session: AsyncSession,
+    runtime: Runtime,
+    entry: WaitlistEntry,
+    status: WaitlistStatus,
+    actor: Actor,
+    now: datetime,
 ) -> WaitlistEntry:
     """Cancel or expire an entry; a live offer's seats go to the next in line at once."""
     if entry.status not in LIVE:
@@ -127,9 +137,9 @@ async def end_entry(
     await session.flush()
     after = entry_data(entry)
     message = "WaitlistExpired" if status is WaitlistStatus.EXPIRED else "WaitlistCancelled"
-    await audit.record(session, audit.audit_row(
-        actor, f"waitlist.{status.value}", "waitlist_entry", entry.id, now, before, after
-    ))
+    await audit.record(
+        session, audit.audit_row(actor, f"waitlist.{status.value}", "waitlist_entry", entry.id, now, before, after)
+    )
     await outbox.enqueue(session, now, outbox.waitlist_message(message, after, now))
     if held:
         await shift_seats(session, entry.event_id, available=held, reserved=-held)
@@ -157,9 +167,7 @@ class OfferNotAvailableError(ConflictError):
     title = "No live offer"
 
 
-async def book_offer(
-    runtime: Runtime, principal: Principal, entry_id: int, claim: idempotency.Claim | None
-) -> Booking:
+async def book_offer(runtime: Runtime, principal: Principal, entry_id: int, claim: idempotency.Claim | None) -> Booking:
     """Turn a live offer into a pending booking; the offered seats stay reserved for it."""
     event_id = await _event_of(runtime, entry_id, principal.user_id)
     expired = False
@@ -183,23 +191,37 @@ async def book_offer(
 
 
 async def _book_entry(
-    session: AsyncSession, runtime: Runtime, principal: Principal, entry: WaitlistEntry,
-    now: datetime, claim: idempotency.Claim | None,
+    session: AsyncSession,
+    runtime: Runtime,
+    principal: Principal,
+    entry: WaitlistEntry,
+    now: datetime,
+    claim: idempotency.Claim | None,
 ) -> Booking:
     event = await get_event(session, entry.event_id)
     booking = Booking(
-        user_id=principal.user_id, event_id=entry.event_id,
-        booking_reference=new_booking_reference(), quantity=entry.quantity,
-        total_amount=event.price * entry.quantity, currency=event.currency,
-        status=BookingStatus.PENDING, payment_status=PaymentStatus.PENDING, booking_date=now,
+        user_id=principal.user_id,
+        event_id=entry.event_id,
+        booking_reference=new_booking_reference(),
+        quantity=entry.quantity,
+        total_amount=event.price * entry.quantity,
+        currency=event.currency,
+        status=BookingStatus.PENDING,
+        payment_status=PaymentStatus.PENDING,
+        booking_date=now,
         expires_at=now + timedelta(minutes=runtime.settings.booking_timeout_minutes),
-        waitlist_entry_id=entry.id, created_at=now, updated_at=now,
+        waitlist_entry_id=entry.id,
+        created_at=now,
+        updated_at=now,
     )
     session.add(booking)
     await session.flush()
     before = entry_data(entry)
     entry.status, entry.booked_at, entry.booking_id, entry.updated_at = (
-        WaitlistStatus.BOOKED, now, booking.id, now,
+        WaitlistStatus.BOOKED,
+        now,
+        booking.id,
+        now,
     )
     await session.flush()
     created, booked = booking_data(booking), entry_data(entry)
@@ -210,7 +232,8 @@ async def _book_entry(
         audit.audit_row(actor, "waitlist.booked", "waitlist_entry", entry.id, now, before, booked),
     )
     await outbox.enqueue(
-        session, now,
+        session,
+        now,
         outbox.booking_message("BookingCreated", created, now),
         outbox.waitlist_message("WaitlistBooked", booked, now),
     )
@@ -230,9 +253,9 @@ async def set_priority(
         entry.priority, entry.updated_at = priority, now
         await session.flush()
         after = dict(entry_data(entry), reason=reason)
-        await audit.record(session, audit.audit_row(
-            actor, "waitlist.priority_changed", "waitlist_entry", entry.id, now, before, after
-        ))
+        await audit.record(
+            session, audit.audit_row(actor, "waitlist.priority_changed", "waitlist_entry", entry.id, now, before, after)
+        )
         return entry
 
     return await run_locked(runtime, event_id, operation)

@@ -58,9 +58,10 @@ async def offer_freed_seats(
         offered.append(entry)
         await session.flush()
         after = entry_data(entry)
-        await audit.record(session, audit.audit_row(
-            Actor.system(), "waitlist.notified", "waitlist_entry", entry.id, now, before, after
-        ))
+        await audit.record(
+            session,
+            audit.audit_row(Actor.system(), "waitlist.notified", "waitlist_entry", entry.id, now, before, after),
+        )
         await outbox.enqueue(session, now, outbox.waitlist_message("WaitlistNotified", after, now))
         if free == 0:
             break

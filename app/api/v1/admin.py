@@ -50,18 +50,29 @@ async def list_bookings(
     return Page(items=[BookingRead.model_validate(b) for b in items], total=total, limit=limit, offset=offset)
 
 
-@router.get("/bookings/{booking_id}", response_model=AdminBookingRead, responses=problems(404),
-            summary="A booking with its audit history")
+@router.get(
+    "/bookings/{booking_id}",
+    response_model=AdminBookingRead,
+    responses=problems(404),
+    summary="A booking with its audit history",
+)
 async def get_booking(booking_id: Id, runtime: RuntimeDep, session: SessionDep) -> AdminBookingRead:
     booking = await bookings.get_booking(runtime, booking_id)
     history = await audit.history(session, "booking", booking.id)
     return AdminBookingRead.model_validate(
-        {**BookingRead.model_validate(booking).model_dump(), "audit": [AuditEntryRead.model_validate(a) for a in history]}
+        {
+            **BookingRead.model_validate(booking).model_dump(),
+            "audit": [AuditEntryRead.model_validate(a) for a in history],
+        }
     )
 
 
-@router.put("/bookings/{booking_id}/confirm", response_model=BookingRead, responses=problems(404, 409, 503),
-            summary="Confirm a pending booking by hand (payment method `manual`)")
+@router.put(
+    "/bookings/{booking_id}/confirm",
+    response_model=BookingRead,
+    responses=problems(404, 409, 503),
+    summary="Confirm a pending booking by hand (payment method `manual`)",
+)
 async def confirm_booking(
     booking_id: Id, runtime: RuntimeDep, admin: AdminUser, body: Annotated[ConfirmRequest | None, Body()] = None
 ) -> BookingRead:
@@ -69,8 +80,12 @@ async def confirm_booking(
     return BookingRead.model_validate(await bookings.confirm_booking(runtime, Actor.of(admin), booking_id, note))
 
 
-@router.put("/bookings/{booking_id}/refund", response_model=BookingRead, responses=problems(404, 409, 503),
-            summary="Refund a confirmed booking; its seats return and go to the waitlist first")
+@router.put(
+    "/bookings/{booking_id}/refund",
+    response_model=BookingRead,
+    responses=problems(404, 409, 503),
+    summary="Refund a confirmed booking; its seats return and go to the waitlist first",
+)
 async def refund_booking(
     booking_id: Id, runtime: RuntimeDep, admin: AdminUser, body: Annotated[RefundRequest | None, Body()] = None
 ) -> BookingRead:
@@ -78,8 +93,11 @@ async def refund_booking(
     return BookingRead.model_validate(await bookings.refund_booking(runtime, Actor.of(admin), booking_id, reason))
 
 
-@router.get("/availability/", response_model=Page[EventOverviewRead],
-            summary="Every event: capacity, utilization, bookings by status, waitlist length")
+@router.get(
+    "/availability/",
+    response_model=Page[EventOverviewRead],
+    summary="Every event: capacity, utilization, bookings by status, waitlist length",
+)
 async def availability_overview(
     session: SessionDep,
     limit: Limit = 20,
@@ -88,18 +106,24 @@ async def availability_overview(
 ) -> Page[EventOverviewRead]:
     rows, total = await availability.overview(session, limit, offset, sort)
     items = [
-        EventOverviewRead.model_validate({
-            **EventAvailabilityRead.model_validate(row.event).model_dump(),
-            "bookings_by_status": row.bookings_by_status,
-            "waitlist_length": row.waitlist_length,
-        })
+        EventOverviewRead.model_validate(
+            {
+                **EventAvailabilityRead.model_validate(row.event).model_dump(),
+                "bookings_by_status": row.bookings_by_status,
+                "waitlist_length": row.waitlist_length,
+            }
+        )
         for row in rows
     ]
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.put("/availability/{event_id}", response_model=EventAvailabilityRead, responses=problems(409, 503),
-            summary="Create or change an event's availability; capacity never below seats held")
+@router.put(
+    "/availability/{event_id}",
+    response_model=EventAvailabilityRead,
+    responses=problems(409, 503),
+    summary="Create or change an event's availability; capacity never below seats held",
+)
 async def upsert_availability(
     event_id: Id, body: EventAvailabilityUpsert, runtime: RuntimeDep, admin: AdminUser
 ) -> EventAvailabilityRead:
@@ -116,13 +140,19 @@ async def list_waitlist(
     user_id: OptionalId = None,
     status: WaitlistStatus | None = None,
 ) -> Page[WaitlistEntryRead]:
-    rows, total = await waitlist.list_entries(session, waitlist.WaitlistFilter(user_id, event_id, status), limit, offset)
+    rows, total = await waitlist.list_entries(
+        session, waitlist.WaitlistFilter(user_id, event_id, status), limit, offset
+    )
     items = [WaitlistEntryRead.model_validate(e).model_copy(update={"position": p}) for e, p in rows]
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.put("/waitlist/{entry_id}", response_model=WaitlistEntryRead, responses=problems(404, 409, 503),
-            summary="Change an entry's priority (lower is served first) or remove it")
+@router.put(
+    "/waitlist/{entry_id}",
+    response_model=WaitlistEntryRead,
+    responses=problems(404, 409, 503),
+    summary="Change an entry's priority (lower is served first) or remove it",
+)
 async def update_waitlist_entry(
     entry_id: Id, body: WaitlistAdminUpdate, runtime: RuntimeDep, admin: AdminUser
 ) -> WaitlistEntryRead:

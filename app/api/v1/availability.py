@@ -14,7 +14,9 @@ EventId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.get(
-    "/{event_id}", response_model=EventAvailabilityRead, responses=problems(404),
+    "/{event_id}",
+    response_model=EventAvailabilityRead,
+    responses=problems(404),
     summary="An event's seats: available, reserved (live holds) and confirmed",
 )
 async def get_availability(event_id: EventId, runtime: RuntimeDep, _user: CurrentUser) -> EventAvailabilityRead:
@@ -37,7 +39,9 @@ async def reserve(
 
 
 @router.delete(
-    "/{event_id}/release", response_model=ReservationRead, responses=problems(404, 409, 503),
+    "/{event_id}/release",
+    response_model=ReservationRead,
+    responses=problems(404, 409, 503),
     summary="Release a hold; its seats return (and go to the waitlist first)",
 )
 async def release(

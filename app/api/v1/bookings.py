@@ -25,9 +25,7 @@ BookingId = Annotated[int, Path(ge=1, le=2**63 - 1)]
     "The booking holds them until `expires_at`. Not enough seats: 409 `insufficient_capacity`. "
     "Send `Idempotency-Key` to retry safely.",
 )
-async def create_booking(
-    body: BookingCreate, runtime: RuntimeDep, user: CurrentUser, guard: Idempotency
-) -> object:
+async def create_booking(body: BookingCreate, runtime: RuntimeDep, user: CurrentUser, guard: Idempotency) -> object:
     return await guard.run(lambda claim: bookings.create_booking(runtime, user, body, claim))
 
 
@@ -51,7 +49,9 @@ async def get_booking(booking_id: BookingId, runtime: RuntimeDep, user: CurrentU
 
 
 @router.get(
-    "/{booking_id}/status", response_model=BookingStatusRead, responses=problems(404),
+    "/{booking_id}/status",
+    response_model=BookingStatusRead,
+    responses=problems(404),
     summary="Status, payment status and expiry of one of your bookings",
 )
 async def get_booking_status(booking_id: BookingId, runtime: RuntimeDep, user: CurrentUser) -> BookingStatusRead:
@@ -59,7 +59,9 @@ async def get_booking_status(booking_id: BookingId, runtime: RuntimeDep, user: C
 
 
 @router.put(
-    "/{booking_id}/cancel", response_model=BookingRead, responses=problems(404, 409, 503),
+    "/{booking_id}/cancel",
+    response_model=BookingRead,
+    responses=problems(404, 409, 503),
     summary="Cancel a pending or confirmed booking; its seats return (and go to the waitlist first)",
 )
 async def cancel_booking(booking_id: BookingId, runtime: RuntimeDep, user: CurrentUser) -> BookingRead:

@@ -8,4 +8,4 @@ PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: PROBLEM for status in (401, 422, *statuses)}
+    return dict.fromkeys((401, 422, *statuses), PROBLEM)

@@ -17,7 +17,9 @@ EntryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.post(
-    "/", status_code=status.HTTP_201_CREATED, response_model=WaitlistEntryRead,
+    "/",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WaitlistEntryRead,
     responses=problems(400, 404, 409, 503),
     summary="Join an event's waitlist (only when not enough seats are open)",
 )
@@ -45,7 +47,9 @@ async def list_entries(
 
 
 @router.put(
-    "/{entry_id}/cancel", response_model=WaitlistEntryRead, responses=problems(404, 409, 503),
+    "/{entry_id}/cancel",
+    response_model=WaitlistEntryRead,
+    responses=problems(404, 409, 503),
     summary="Leave the line, or decline an offer (its seats go to the next in line)",
 )
 async def cancel(entry_id: EntryId, runtime: RuntimeDep, user: CurrentUser) -> WaitlistEntryRead:
@@ -54,7 +58,9 @@ async def cancel(entry_id: EntryId, runtime: RuntimeDep, user: CurrentUser) -> W
 
 
 @router.post(
-    "/{entry_id}/book", status_code=status.HTTP_201_CREATED, response_model=BookingRead,
+    "/{entry_id}/book",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BookingRead,
     responses=problems(404, 409, 503),
     summary="Book the seats offered to you; a pending booking, paid like any other",
 )
