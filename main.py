@@ -8,8 +8,12 @@ from app.core.config import load_settings
 
 def main() -> None:
     settings = load_settings()
+    # Several workers need an import string: each process builds its own app.
+    app = "app.application:create_app" if settings.workers > 1 else create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=settings.workers > 1,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -12,13 +12,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import metrics
 from app.core.clock import clock
-from app.core.config import RedisFailureMode
-from app.core.errors import AppError, ForbiddenError, ServiceUnavailableError, UnauthorizedError
+from app.core.errors import AppError, ForbiddenError, UnauthorizedError
 from app.core.logging import get_logger
-from app.core.security import Principal, decode_access_token
-from app.db.redis import RedisUnavailable
+from app.core.security import Principal
 from app.services import idempotency
 from app.services.runtime import Runtime
 
@@ -45,32 +42,16 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 async def get_principal(
     request: Request,
-    runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
+    # The runtime is read directly (not as a sub-dependency): this runs on every request.
+    runtime: Runtime = request.app.state.runtime
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthorizedError("A Bearer access token is required")
-    principal = decode_access_token(credentials.credentials, runtime.settings)
-    await _check_not_revoked(runtime, principal)
+    principal = runtime.tokens.verify(credentials.credentials)
+    await runtime.revocations.check(principal)
     request.scope.setdefault("state", {})["user_id"] = principal.user_id
     return principal
-
-
-async def _check_not_revoked(runtime: Runtime, principal: Principal) -> None:
-    """The auth service's deny list: `revoked:jti:<jti>` and `revoked:user:<id>`."""
-    keys = [f"revoked:user:{principal.user_id}"]
-    if principal.jti:
-        keys.append(f"revoked:jti:{principal.jti}")
-    try:
-        found = await runtime.redis.call("auth_deny_list", lambda client: client.exists(*keys))
-    except RedisUnavailable:
-        metrics.AUTH_REVOCATION_UNCHECKED.inc()
-        if runtime.settings.auth_redis_failure_mode is RedisFailureMode.DENY:
-            raise ServiceUnavailableError("Token revocation cannot be checked right now") from None
-        log.warning("token_revocation_unchecked", user_id=principal.user_id)
-        return
-    if found:
-        raise UnauthorizedError("The access token has been revoked", code="token_revoked")
 
 
 CurrentUser = Annotated[Principal, Depends(get_principal)]
@@ -89,6 +70,7 @@ class IdempotencyGuard:
     """Runs a creating operation at most once per `Idempotency-Key` (SPEC section 4)."""
 
     def __init__(self, runtime: Runtime, principal: Principal, key: str | None, fingerprint: str) -> None:
+        self.runtime = runtime
         self._runtime = runtime
         self._principal = principal
         self._key = key
@@ -128,7 +110,6 @@ class IdempotencyGuard:
 
 async def get_idempotency(
     request: Request,
-    runtime: RuntimeDep,
     principal: CurrentUser,
     idempotency_key: Annotated[
         str | None,
@@ -137,7 +118,7 @@ async def get_idempotency(
 ) -> IdempotencyGuard:
     body = await request.body() if idempotency_key else b""
     fingerprint = idempotency.request_fingerprint(request.method, request.url.path, body)
-    return IdempotencyGuard(runtime, principal, idempotency_key, fingerprint)
+    return IdempotencyGuard(request.app.state.runtime, principal, idempotency_key, fingerprint)
 
 
 Idempotency = Annotated[IdempotencyGuard, Depends(get_idempotency)]

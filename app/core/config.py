@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     environment: Environment = Environment.DEVELOPMENT
     host: str = "0.0.0.0"
     port: int = Field(8002, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
 
     database_url: str | None = None
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     jwt_algorithm: str = "HS256"
     jwt_expiry_minutes: int = Field(30, ge=1)
     auth_redis_failure_mode: RedisFailureMode = RedisFailureMode.ALLOW
+    auth_revocation_cache_seconds: float = Field(1.0, ge=0)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -79,6 +81,7 @@ class Settings(BaseSettings):
     lock_poll_seconds: float = Field(0.002, gt=0)
     version_conflict_retries: int = Field(5, ge=0)
     booking_batch_max: int = Field(256, ge=1)
+    booking_batch_linger_ms: float = Field(3.0, ge=0, le=100)
 
     sweep_interval_seconds: float = Field(5.0, gt=0)
     sweep_batch_size: int = Field(200, ge=1)

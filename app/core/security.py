@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -34,8 +35,35 @@ class Principal:
         return f"{self.role.value}:{self.user_id}"
 
 
+class TokenVerifier:
+    """Verifies tokens, remembering verified signatures (expiry is checked on every use)."""
+
+    def __init__(self, settings: Settings, max_entries: int = 10_000) -> None:
+        self._settings = settings
+        self._max_entries = max_entries
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires = cached
+            if expires > time.time():
+                return principal
+            del self._verified[token]
+            raise UnauthorizedError("The access token is invalid or expired", code="invalid_token")
+        principal, expires = _decode(token, self._settings)
+        if len(self._verified) >= self._max_entries:
+            self._verified.clear()
+        self._verified[token] = (principal, expires)
+        return principal
+
+
 def decode_access_token(token: str, settings: Settings) -> Principal:
     """Verify signature, algorithm and expiry, and map the claims to a principal."""
+    return _decode(token, settings)[0]
+
+
+def _decode(token: str, settings: Settings) -> tuple[Principal, float]:
     try:
         claims = jwt.decode(
             token,
@@ -47,12 +75,13 @@ def decode_access_token(token: str, settings: Settings) -> Principal:
         raise UnauthorizedError("The access token is invalid or expired", code="invalid_token") from exc
     if claims.get("type", "access") != "access":
         raise UnauthorizedError("Only access tokens are accepted", code="invalid_token")
-    return Principal(
+    principal = Principal(
         user_id=_user_id(claims),
         role=_role(claims),
         email=claims.get("email") if isinstance(claims.get("email"), str) else None,
         jti=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
     )
+    return principal, float(claims["exp"])
 
 
 def _user_id(claims: dict[str, Any]) -> int:

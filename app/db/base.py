@@ -1,6 +1,6 @@
 """Declarative base with a constraint naming convention, so migrations name things stably."""
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, Table
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -14,3 +14,10 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's Core table, for bulk statements on hot paths that skip the ORM."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table

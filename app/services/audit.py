@@ -11,7 +11,10 @@ from sqlalchemy import Select, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
+from app.db.base import table_of
 from app.models.audit import AuditLog
+
+AUDIT_TABLE = table_of(AuditLog)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,7 @@ def audit_row(
 async def record(session: AsyncSession, *rows: dict[str, Any]) -> None:
     """Insert audit rows built with `audit_row` in the caller's transaction."""
     if rows:
-        await session.execute(insert(AuditLog).values(list(rows)))
+        await session.execute(insert(AUDIT_TABLE), list(rows))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from app.core import metrics
 from app.core.clock import clock
 from app.core.errors import AppError, InsufficientCapacityError, SalesClosedError
 from app.core.logging import get_logger
+from app.db.base import table_of
 from app.models.booking import Booking
 from app.models.enums import BookingStatus, PaymentStatus
 from app.models.event_availability import EventAvailability
@@ -37,12 +38,14 @@ from app.services.runtime import Runtime
 
 log = get_logger(__name__)
 
+HOT_EVENT_MEMORY_SECONDS = 1.0
 REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 
 
 def new_booking_reference() -> str:
     """`BK-` and ten random characters: short to read out, 50 bits, not derivable from another."""
-    return "BK-" + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(10))
+    bits = secrets.randbits(50)
+    return "BK-" + "".join(REFERENCE_ALPHABET[(bits >> shift) & 31] for shift in range(0, 50, 5))
 
 
 @dataclass
@@ -54,10 +57,10 @@ class BookingRequest:
     payment_method: str | None = None
     notes: str | None = None
     claim: idempotency.Claim | None = None
-    future: asyncio.Future[Booking] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[BookingRead] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-Outcome = Booking | AppError
+Outcome = BookingRead | AppError
 
 
 class BookingBatcher:
@@ -65,8 +68,9 @@ class BookingBatcher:
         self._runtime = runtime
         self._queues: dict[int, deque[BookingRequest]] = {}
         self._drainers: dict[int, asyncio.Task[None]] = {}
+        self._hot_until: dict[int, float] = {}
 
-    async def submit(self, request: BookingRequest) -> Booking:
+    async def submit(self, request: BookingRequest) -> BookingRead:
         self._queues.setdefault(request.event_id, deque()).append(request)
         if request.event_id not in self._drainers:
             self._drainers[request.event_id] = asyncio.create_task(self._drain(request.event_id))
@@ -80,15 +84,24 @@ class BookingBatcher:
 
     async def _drain(self, event_id: int) -> None:
         queue = self._queues[event_id]
-        limit = self._runtime.settings.booking_batch_max
+        settings = self._runtime.settings
+        loop = asyncio.get_running_loop()
         try:
             while queue:
-                batch = [queue.popleft() for _ in range(min(len(queue), limit))]
+                if len(queue) < settings.booking_batch_max and self._hot_until.get(event_id, 0.0) > loop.time():
+                    # A hot event's clients answered by the last batch are about to come back:
+                    # a short wait lets them share this transaction instead of the next one.
+                    await asyncio.sleep(settings.booking_batch_linger_ms / 1000)
+                batch = [queue.popleft() for _ in range(min(len(queue), settings.booking_batch_max))]
+                if len(batch) > 1:
+                    self._hot_until[event_id] = loop.time() + HOT_EVENT_MEMORY_SECONDS
                 await self._process(event_id, batch)
         finally:
             del self._drainers[event_id]
             if not queue:
                 del self._queues[event_id]
+            if self._hot_until.get(event_id, 0.0) <= loop.time():
+                self._hot_until.pop(event_id, None)
 
     async def _process(self, event_id: int, batch: list[BookingRequest]) -> None:
         try:
@@ -139,7 +152,8 @@ async def _insert_bookings(
     accepted: list[BookingRequest],
     now: datetime,
     expires_at: datetime,
-) -> list[Booking]:
+) -> list[BookingRead]:
+    """One multi-row INSERT (Core, not the ORM: this runs for every booking of a hot event)."""
     rows = [
         {
             "user_id": r.user_id,
@@ -160,17 +174,19 @@ async def _insert_bookings(
         }
         for r in accepted
     ]
-    result = await session.scalars(insert(Booking).returning(Booking, sort_by_parameter_order=True), rows)
-    return list(result)
+    table = table_of(Booking)
+    result = await session.execute(insert(table).returning(*table.c, sort_by_parameter_order=True), rows)
+    # A new pending booking is active and not expired.
+    return [BookingRead.model_validate({**row._mapping, "is_active": True, "is_expired": False}) for row in result]
 
 
 async def _record(
-    session: AsyncSession, accepted: list[BookingRequest], bookings: list[Booking], now: datetime
+    session: AsyncSession, accepted: list[BookingRequest], bookings: list[BookingRead], now: datetime
 ) -> None:
     audit_rows = []
     messages = []
     for request, booking in zip(accepted, bookings, strict=True):
-        data = BookingRead.model_validate(booking).model_dump(mode="json")
+        data = booking.model_dump(mode="json")
         audit_rows.append(audit.audit_row(request.actor, "booking.created", "booking", booking.id, now, after=data))
         messages.append(outbox.booking_message("BookingCreated", data, now))
         await idempotency.store_in(session, request.claim, 201, data)
@@ -203,7 +219,7 @@ async def _take_for_batch(session: AsyncSession, event: EventAvailability, total
 def _settle(request: BookingRequest, outcome: Outcome | BaseException) -> None:
     if request.future.done():
         return
-    if isinstance(outcome, Booking):
+    if isinstance(outcome, BookingRead):
         metrics.BOOKINGS.labels("created").inc()
         request.future.set_result(outcome)
     else:

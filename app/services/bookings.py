@@ -52,10 +52,10 @@ def check_quantity(runtime: Runtime, quantity: int) -> None:
 
 async def create_booking(
     runtime: Runtime, principal: Principal, data: BookingCreate, claim: idempotency.Claim | None
-) -> Booking:
+) -> BookingRead:
     check_quantity(runtime, data.quantity)
     if data.reservation_id is not None:
-        return await _book_reservation(runtime, principal, data, claim)
+        return BookingRead.model_validate(await _book_reservation(runtime, principal, data, claim))
     request = BookingRequest(
         actor=Actor.of(principal),
         user_id=principal.user_id,

@@ -9,9 +9,11 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.base import table_of
 from app.models.outbox import OutboxMessage
 
 SCHEMA_VERSION = 1
+OUTBOX_TABLE = table_of(OutboxMessage)
 
 # Message type -> the channel suffix it is published on (`evently:bookings:<kind>`).
 KIND_BY_TYPE = {
@@ -89,5 +91,5 @@ async def enqueue(session: AsyncSession, now: datetime, *messages: dict[str, Any
     """Write messages to the outbox in the caller's transaction, and wake the relay on commit."""
     if not messages:
         return
-    await session.execute(insert(OutboxMessage).values([outbox_row(m, now) for m in messages]))
+    await session.execute(insert(OUTBOX_TABLE), [outbox_row(m, now) for m in messages])
     session.info["outbox_written"] = True

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
+from app.core.revocation import RevocationChecker
+from app.core.security import TokenVerifier
 from app.db.redis import RedisGateway
 
 if TYPE_CHECKING:
@@ -24,9 +26,15 @@ class Runtime:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: RedisGateway
+    tokens: TokenVerifier = field(init=False)
+    revocations: RevocationChecker = field(init=False)
     batcher: BookingBatcher = field(init=False)
     outbox_listeners: list[Callable[[], None]] = field(default_factory=list)
     availability_listeners: list[AvailabilityListener] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tokens = TokenVerifier(self.settings)
+        self.revocations = RevocationChecker(self.settings, self.redis)
 
     async def after_commit(self, session: AsyncSession) -> None:
         """Side effects of a committed transaction: wake the relay, refresh caches and streams."""

@@ -25,8 +25,8 @@ BookingId = Annotated[int, Path(ge=1, le=2**63 - 1)]
     "The booking holds them until `expires_at`. Not enough seats: 409 `insufficient_capacity`. "
     "Send `Idempotency-Key` to retry safely.",
 )
-async def create_booking(body: BookingCreate, runtime: RuntimeDep, user: CurrentUser, guard: Idempotency) -> object:
-    return await guard.run(lambda claim: bookings.create_booking(runtime, user, body, claim))
+async def create_booking(body: BookingCreate, user: CurrentUser, guard: Idempotency) -> object:
+    return await guard.run(lambda claim: bookings.create_booking(guard.runtime, user, body, claim))
 
 
 @router.get("/", response_model=Page[BookingRead], responses=problems(), summary="List your bookings, newest first")
