@@ -7,8 +7,9 @@ counted and reported as degraded health.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from redis.asyncio.lock import Lock
@@ -31,10 +32,8 @@ class LockTimeoutError(ServiceUnavailableError):
         super().__init__(f"Event {event_id} is busy, try again shortly", headers={"Retry-After": "1"})
 
 
-@asynccontextmanager
-async def event_lock(gateway: RedisGateway, settings: Settings, event_id: int) -> AsyncIterator[bool]:
-    """Hold the event's lock for the body; yields whether the lock is really held."""
-    lock = Lock(
+def _lock(gateway: RedisGateway, settings: Settings, event_id: int) -> Lock:
+    return Lock(
         gateway.client,
         gateway.key("lock", "event", event_id),
         timeout=settings.lock_timeout_seconds,
@@ -42,25 +41,58 @@ async def event_lock(gateway: RedisGateway, settings: Settings, event_id: int) -
         blocking_timeout=settings.lock_wait_seconds,
         thread_local=False,
     )
+
+
+@asynccontextmanager
+async def event_locks(gateway: RedisGateway, settings: Settings, event_ids: Iterable[int]) -> AsyncIterator[bool]:
+    """Hold the locks of every given event for the body; yields whether they are really held.
+
+    All locks are first tried at once (one round trip when nobody else holds them). On
+    contention everything is let go and the locks are taken one by one in event order, the
+    classic way to never deadlock with another instance doing the same.
+    """
+    locks = {event_id: _lock(gateway, settings, event_id) for event_id in sorted(set(event_ids))}
     started = time.perf_counter()
     try:
-        acquired = await gateway.call("lock_acquire", lambda _client: lock.acquire())
+        await gateway.call("lock_acquire", lambda _client: _acquire_all(locks))
     except RedisUnavailable:
-        metrics.LOCK_ACQUISITIONS.labels("redis_unavailable").inc()
-        log.warning("event_lock_skipped_redis_unavailable", event_id=event_id)
+        metrics.LOCK_ACQUISITIONS.labels("redis_unavailable").inc(len(locks))
+        log.warning("event_lock_skipped_redis_unavailable", event_ids=list(locks))
         yield False
         return
     metrics.LOCK_WAIT.observe(time.perf_counter() - started)
-    if not acquired:
-        metrics.LOCK_ACQUISITIONS.labels("timeout").inc()
-        raise LockTimeoutError(event_id)
-    metrics.LOCK_ACQUISITIONS.labels("acquired").inc()
+    metrics.LOCK_ACQUISITIONS.labels("acquired").inc(len(locks))
     try:
         yield True
     finally:
-        try:
-            await gateway.call("lock_release", lambda _client: lock.release())
-        except LockError:
+        await _release_all(gateway, locks)
+
+
+async def _acquire_all(locks: dict[int, Lock]) -> None:
+    held = await asyncio.gather(*(lock.acquire(blocking=False) for lock in locks.values()))
+    if all(held):
+        return
+    await asyncio.gather(*(lock.release() for lock, ok in zip(locks.values(), held, strict=True) if ok))
+    taken: list[Lock] = []
+    for event_id, lock in locks.items():
+        if not await lock.acquire():
+            await asyncio.gather(*(t.release() for t in taken))
+            metrics.LOCK_ACQUISITIONS.labels("timeout").inc()
+            raise LockTimeoutError(event_id)
+        taken.append(lock)
+
+
+async def _release(gateway: RedisGateway, lock: Lock) -> None:
+    await gateway.call("lock_release", lambda _client: lock.release())
+
+
+async def _release_all(gateway: RedisGateway, locks: dict[int, Lock]) -> None:
+    results = await asyncio.gather(*(_release(gateway, lock) for lock in locks.values()), return_exceptions=True)
+    for event_id, result in zip(locks, results, strict=True):
+        if isinstance(result, LockError):
             log.warning("event_lock_expired_before_release", event_id=event_id)
-        except RedisUnavailable:
+        elif isinstance(result, RedisUnavailable):
             log.warning("event_lock_release_failed_redis_unavailable", event_id=event_id)
+        elif isinstance(result, BaseException):
+            raise result
+

@@ -1,10 +1,12 @@
-"""The hot path: new bookings of one event share one transaction.
+"""The hot path: new bookings waiting in this instance share one transaction.
 
-Requests for the same event queue in-process; one drainer per event takes everything waiting,
-takes the event's Redis lock once, and books the whole batch in one transaction (one
-version-checked capacity `UPDATE` for the total, one multi-row `INSERT` each for bookings, audit
-rows and outbox messages). Each request still gets its own answer. This is how a hot event gets
-past the per-row commit ceiling of one booking per transaction (see bench/README.md).
+Requests queue in-process; one drainer takes everything waiting (up to `BOOKING_BATCH_MAX`),
+takes the Redis locks of the events involved once, and books the whole batch in one transaction:
+one multi-row `INSERT` each for bookings, audit rows and outbox messages, then one
+version-checked capacity `UPDATE` covering every event of the batch, last before the commit.
+Each request still gets its own answer. This is how a hot event gets past the per-row commit
+ceiling of one booking per transaction, and how many quiet events share round trips
+(see bench/README.md).
 
 Seats go to requests in arrival order; a request that does not fit in what is left is refused
 with `insufficient_capacity` while smaller ones behind it may still fit.
@@ -19,12 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import insert, update
+from sqlalchemy import BigInteger, Integer, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
 from app.core.clock import clock
-from app.core.errors import AppError, InsufficientCapacityError, SalesClosedError
+from app.core.errors import AppError, InsufficientCapacityError, NotFoundError, SalesClosedError
 from app.core.logging import get_logger
 from app.db.base import table_of
 from app.models.booking import Booking
@@ -33,13 +36,14 @@ from app.models.event_availability import EventAvailability
 from app.schemas.booking import BookingRead
 from app.services import audit, idempotency, outbox
 from app.services.audit import Actor
-from app.services.capacity import StaleVersion, get_event, remember_event, run_locked
+from app.services.capacity import StaleVersion, remember_event, run_locked
 from app.services.runtime import Runtime
 
 log = get_logger(__name__)
 
-HOT_EVENT_MEMORY_SECONDS = 1.0
+HOT_MEMORY_SECONDS = 1.0
 REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+BOOKINGS = table_of(Booking)
 
 
 def new_booking_reference() -> str:
@@ -66,94 +70,107 @@ Outcome = BookingRead | AppError
 class BookingBatcher:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
-        self._queues: dict[int, deque[BookingRequest]] = {}
-        self._drainers: dict[int, asyncio.Task[None]] = {}
-        self._hot_until: dict[int, float] = {}
+        self._queue: deque[BookingRequest] = deque()
+        self._drainer: asyncio.Task[None] | None = None
+        self._busy_until = 0.0
 
     async def submit(self, request: BookingRequest) -> BookingRead:
-        self._queues.setdefault(request.event_id, deque()).append(request)
-        if request.event_id not in self._drainers:
-            self._drainers[request.event_id] = asyncio.create_task(self._drain(request.event_id))
+        self._queue.append(request)
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain())
         # Shielded: a client that goes away must not cancel the batch it is part of.
         return await asyncio.shield(request.future)
 
     async def close(self) -> None:
-        """Wait for the batches in flight (graceful shutdown)."""
-        if self._drainers:
-            await asyncio.gather(*self._drainers.values(), return_exceptions=True)
+        """Wait for the batch in flight (graceful shutdown)."""
+        if self._drainer is not None:
+            await asyncio.gather(self._drainer, return_exceptions=True)
 
-    async def _drain(self, event_id: int) -> None:
-        queue = self._queues[event_id]
+    async def _drain(self) -> None:
         settings = self._runtime.settings
         loop = asyncio.get_running_loop()
         try:
-            while queue:
-                if len(queue) < settings.booking_batch_max and self._hot_until.get(event_id, 0.0) > loop.time():
-                    # A hot event's clients answered by the last batch are about to come back:
+            while self._queue:
+                if len(self._queue) < settings.booking_batch_max and self._busy_until > loop.time():
+                    # Under load, the clients answered by the last batch are about to come back:
                     # a short wait lets them share this transaction instead of the next one.
                     await asyncio.sleep(settings.booking_batch_linger_ms / 1000)
-                batch = [queue.popleft() for _ in range(min(len(queue), settings.booking_batch_max))]
-                if len(batch) > 1:
-                    self._hot_until[event_id] = loop.time() + HOT_EVENT_MEMORY_SECONDS
-                await self._process(event_id, batch)
+                size = min(len(self._queue), settings.booking_batch_max)
+                batch = [self._queue.popleft() for _ in range(size)]
+                if size > 1:
+                    self._busy_until = loop.time() + HOT_MEMORY_SECONDS
+                await self._process(batch)
         finally:
-            del self._drainers[event_id]
-            if not queue:
-                del self._queues[event_id]
-            if self._hot_until.get(event_id, 0.0) <= loop.time():
-                self._hot_until.pop(event_id, None)
+            self._drainer = None
 
-    async def _process(self, event_id: int, batch: list[BookingRequest]) -> None:
+    async def _process(self, batch: list[BookingRequest]) -> None:
+        by_event: dict[int, list[BookingRequest]] = {}
+        for request in batch:
+            by_event.setdefault(request.event_id, []).append(request)
         try:
-            outcomes = await run_locked(self._runtime, event_id, lambda session: self._book(session, event_id, batch))
+            outcomes = await run_locked(self._runtime, list(by_event), lambda session: self._book(session, by_event))
         except Exception as exc:  # every waiting request gets the batch's failure
             if not isinstance(exc, AppError):
-                log.exception("booking_batch_failed", event_id=event_id, size=len(batch))
+                log.exception("booking_batch_failed", size=len(batch))
             for request in batch:
                 _settle(request, exc)
             return
-        for request, outcome in zip(batch, outcomes, strict=True):
-            _settle(request, outcome)
+        for request in batch:
+            _settle(request, outcomes[id(request)])
 
-    async def _book(self, session: AsyncSession, event_id: int, batch: list[BookingRequest]) -> list[Outcome]:
-        event = await get_event(session, event_id)
-        if not event.sales_open:
-            raise SalesClosedError(f"Sales for event {event_id} are closed")
-        accepted, outcomes = _allocate(event.available_capacity, batch)
+    async def _book(self, session: AsyncSession, by_event: dict[int, list[BookingRequest]]) -> dict[int, Outcome]:
+        events = {
+            event.event_id: event
+            for event in await session.scalars(
+                select(EventAvailability)
+                .where(EventAvailability.event_id.in_(by_event))
+                .execution_options(populate_existing=True)
+            )
+        }
+        outcomes: dict[int, Outcome] = {}
+        accepted: list[tuple[BookingRequest, EventAvailability]] = []
+        for event_id, requests in by_event.items():
+            event = events.get(event_id)
+            for request, error in zip(requests, _allocate(event, event_id, requests), strict=True):
+                if error is not None:
+                    outcomes[id(request)] = error
+                elif event is not None:
+                    accepted.append((request, event))
         if accepted:
             now = clock.now()
             expires_at = now + timedelta(minutes=self._runtime.settings.booking_timeout_minutes)
-            bookings = await _insert_bookings(session, event, accepted, now, expires_at)
-            await _record(session, accepted, bookings, now)
-            await _take_for_batch(session, event, sum(r.quantity for r in accepted))
-            booked = iter(bookings)
-            outcomes = [next(booked) if o is None else o for o in outcomes]
+            bookings = await _insert_bookings(session, accepted, now, expires_at)
+            await _record(session, [request for request, _ in accepted], bookings, now)
+            await _take_seats(session, events, accepted)
+            outcomes.update((id(request), booking) for (request, _), booking in zip(accepted, bookings, strict=True))
         metrics.BOOKING_BATCH_SIZE.observe(len(accepted))
-        return [o for o in outcomes if o is not None]
+        return outcomes
 
 
-def _allocate(available: int, batch: list[BookingRequest]) -> tuple[list[BookingRequest], list[Outcome | None]]:
+def _allocate(event: EventAvailability | None, event_id: int, requests: list[BookingRequest]) -> list[AppError | None]:
     """Seats in arrival order; `None` marks a request that gets a booking."""
-    accepted: list[BookingRequest] = []
-    outcomes: list[Outcome | None] = []
-    for request in batch:
+    if event is None:
+        return [NotFoundError(f"Event {event_id} has no availability") for _ in requests]
+    if not event.sales_open:
+        return [SalesClosedError(f"Sales for event {event_id} are closed") for _ in requests]
+    available = event.available_capacity
+    errors: list[AppError | None] = []
+    for request in requests:
         if request.quantity <= available:
             available -= request.quantity
-            accepted.append(request)
-            outcomes.append(None)
+            errors.append(None)
         else:
-            outcomes.append(InsufficientCapacityError(available))
-    return accepted, outcomes
+            errors.append(InsufficientCapacityError(available))
+    return errors
 
 
 async def _insert_bookings(
     session: AsyncSession,
-    event: EventAvailability,
-    accepted: list[BookingRequest],
+    accepted: list[tuple[BookingRequest, EventAvailability]],
     now: datetime,
     expires_at: datetime,
 ) -> list[BookingRead]:
-    """One multi-row INSERT (Core, not the ORM: this runs for every booking of a hot event)."""
+    """One multi-row INSERT (Core, not the ORM: this runs for every booking)."""
     rows = [
         {
             "user_id": r.user_id,
@@ -172,10 +189,9 @@ async def _insert_bookings(
             "created_at": now,
             "updated_at": now,
         }
-        for r in accepted
+        for r, event in accepted
     ]
-    table = table_of(Booking)
-    result = await session.execute(insert(table).returning(*table.c, sort_by_parameter_order=True), rows)
+    result = await session.execute(insert(BOOKINGS).returning(*BOOKINGS.c, sort_by_parameter_order=True), rows)
     # A new pending booking is active and not expired.
     return [BookingRead.model_validate({**row._mapping, "is_active": True, "is_expired": False}) for row in result]
 
@@ -194,26 +210,55 @@ async def _record(
     await outbox.enqueue(session, now, *messages)
 
 
-async def _take_for_batch(session: AsyncSession, event: EventAvailability, total: int) -> None:
-    """The batch's one capacity update: last statement before the commit, version-checked."""
-    updated = await session.scalar(
-        update(EventAvailability)
-        .where(
-            EventAvailability.event_id == event.event_id,
-            EventAvailability.version == event.version,
-            EventAvailability.available_capacity >= total,
+async def _take_seats(
+    session: AsyncSession,
+    events: dict[int, EventAvailability],
+    accepted: list[tuple[BookingRequest, EventAvailability]],
+) -> None:
+    """The batch's one capacity update, for all its events: last statement before the commit.
+
+    Each event's row must still have the version read at the start of the batch; if any has
+    moved on, `StaleVersion` rolls the whole batch back and it is tried again.
+    """
+    totals: dict[int, int] = {}
+    for request, event in accepted:
+        totals[event.event_id] = totals.get(event.event_id, 0) + request.quantity
+    params = {
+        "event_ids": list(totals),
+        "totals": list(totals.values()),
+        "versions": [events[event_id].version for event_id in totals],
+    }
+    updated = list(
+        await session.scalars(
+            update(EventAvailability)
+            .where(
+                EventAvailability.event_id == SEATS_TAKEN.c.event_id,
+                EventAvailability.version == SEATS_TAKEN.c.version,
+                EventAvailability.available_capacity >= SEATS_TAKEN.c.total,
+            )
+            .values(
+                available_capacity=EventAvailability.available_capacity - SEATS_TAKEN.c.total,
+                reserved_capacity=EventAvailability.reserved_capacity + SEATS_TAKEN.c.total,
+                version=EventAvailability.version + 1,
+            )
+            .returning(EventAvailability)
+            .execution_options(populate_existing=True, synchronize_session=False),
+            params,
         )
-        .values(
-            available_capacity=EventAvailability.available_capacity - total,
-            reserved_capacity=EventAvailability.reserved_capacity + total,
-            version=EventAvailability.version + 1,
-        )
-        .returning(EventAvailability)
-        .execution_options(populate_existing=True)
     )
-    if updated is None:
+    if len(updated) != len(totals):
         raise StaleVersion()
-    remember_event(session, updated)
+    for event in updated:
+        remember_event(session, event)
+
+
+# The batch's seat counts per event, as arrays: one statement shape whatever the batch size,
+# so SQLAlchemy compiles it once.
+SEATS_TAKEN = select(
+    func.unnest(bindparam("event_ids", type_=ARRAY(BigInteger))).label("event_id"),
+    func.unnest(bindparam("totals", type_=ARRAY(Integer))).label("total"),
+    func.unnest(bindparam("versions", type_=ARRAY(Integer))).label("version"),
+).subquery("taken")
 
 
 def _settle(request: BookingRequest, outcome: Outcome | BaseException) -> None:

@@ -8,7 +8,7 @@ backoff a bounded number of times before answering 409 `version_conflict`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
@@ -18,7 +18,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from app.core import metrics
 from app.core.errors import InsufficientCapacityError, NotFoundError, SalesClosedError, VersionConflictError
-from app.db.lock import event_lock
+from app.db.lock import event_locks
 from app.models.event_availability import EventAvailability
 from app.schemas.availability import EventAvailabilityRead
 from app.services.runtime import Runtime
@@ -106,10 +106,13 @@ async def shift_seats(
     return updated
 
 
-async def run_locked(runtime: Runtime, event_id: int, operation: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `operation` in one transaction under the event's lock, retrying stale versions."""
+async def run_locked(
+    runtime: Runtime, event_ids: int | Sequence[int], operation: Callable[[AsyncSession], Awaitable[T]]
+) -> T:
+    """Run `operation` in one transaction under the events' locks, retrying stale versions."""
     settings = runtime.settings
-    async with event_lock(runtime.redis, settings, event_id):
+    ids = [event_ids] if isinstance(event_ids, int) else list(event_ids)
+    async with event_locks(runtime.redis, settings, ids):
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(settings.version_conflict_retries + 1),
@@ -125,5 +128,5 @@ async def run_locked(runtime: Runtime, event_id: int, operation: Callable[[Async
                         await runtime.after_commit(session)
                         return result
         except (StaleVersion, StaleDataError) as exc:
-            raise VersionConflictError(f"Event {event_id} changed concurrently; please retry") from exc
+            raise VersionConflictError("The event changed concurrently; please retry") from exc
     raise AssertionError("unreachable: the retry loop returns or raises")
