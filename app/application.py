@@ -14,14 +14,14 @@ from app import __version__
 from app.api import problems, system
 from app.api.deps import get_principal
 from app.api.middleware import RequestContextMiddleware
-from app.api.v1 import admin, availability, bookings, waitlist
+from app.api.v1 import admin, availability, bookings, payments, waitlist
 from app.core.config import Settings, load_settings
 from app.core.logging import configure_logging, get_logger
 from app.db.redis import RedisGateway
 from app.db.session import create_engine, create_sessionmaker
 from app.services.booking_batcher import BookingBatcher
 from app.services.runtime import Runtime
-from app.services.sweeper import run_sweeper
+from app.services.sweeper import release_lapsed_holds, run_sweeper
 
 log = get_logger(__name__)
 
@@ -29,7 +29,7 @@ log = get_logger(__name__)
 def build_runtime(settings: Settings) -> Runtime:
     engine = create_engine(settings)
     runtime = Runtime(settings, engine, create_sessionmaker(engine), RedisGateway(settings))
-    runtime.batcher = BookingBatcher(runtime)
+    runtime.batcher = BookingBatcher(runtime, release_lapsed=release_lapsed_holds)
     return runtime
 
 
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (bookings, availability, waitlist, admin):
         api.include_router(module.router)
     app.include_router(api)
+    app.include_router(payments.router, prefix="/api/v1")  # signed by the provider, not a user
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -24,6 +24,7 @@ from tests import servers
 
 RUN_ID = uuid.uuid4().hex[:8]
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
+WEBHOOK_SECRET = "whsec_test_" + "y" * 24
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -72,6 +73,7 @@ def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settin
         "events_stream": f"test:{RUN_ID}:evently:bookings:stream",
         "inbound_channel_prefix": f"test:{RUN_ID}:evently:events",
         "jwt_secret": TEST_JWT_SECRET,
+        "payment_webhook_secret": WEBHOOK_SECRET,
         "background_tasks_enabled": False,
         "log_level": "WARNING",
         "redis_breaker_reset_seconds": 2.0,

@@ -95,4 +95,3 @@ async def _release_all(gateway: RedisGateway, locks: dict[int, Lock]) -> None:
             log.warning("event_lock_release_failed_redis_unavailable", event_id=event_id)
         elif isinstance(result, BaseException):
             raise result
-

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import UnaryExpression, exists, func, select, union_all
+from sqlalchemy import UnaryExpression, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import clock
 from app.core.errors import ConflictError
 from app.models.booking import Booking
-from app.models.enums import BookingStatus, ReservationStatus, WaitlistStatus
+from app.models.enums import WaitlistStatus
 from app.models.event_availability import EventAvailability
-from app.models.reservation import Reservation
 from app.models.waitlist import WaitlistEntry
 from app.schemas.availability import EventAvailabilityUpsert
 from app.services import audit, outbox, sweeper
@@ -29,30 +27,11 @@ class CapacityBelowHeldError(ConflictError):
     title = "Capacity below seats held"
 
 
-async def _has_due_holds(session: AsyncSession, event_id: int, now: datetime) -> bool:
-    due = union_all(
-        select(Booking.id).where(
-            Booking.event_id == event_id, Booking.status == BookingStatus.PENDING, Booking.expires_at <= now
-        ),
-        select(Reservation.id).where(
-            Reservation.event_id == event_id,
-            Reservation.status == ReservationStatus.ACTIVE,
-            Reservation.expires_at <= now,
-        ),
-        select(WaitlistEntry.id).where(
-            WaitlistEntry.event_id == event_id,
-            WaitlistEntry.status == WaitlistStatus.NOTIFIED,
-            WaitlistEntry.expires_at <= now,
-        ),
-    ).subquery()
-    return bool(await session.scalar(select(exists(select(due.c.id)))))
-
-
 async def get_availability(runtime: Runtime, event_id: int) -> EventAvailability:
     """The event's figures; holds that are already due are expired first, never shown live."""
     async with runtime.sessionmaker() as session:
         event = await get_event(session, event_id)
-        due = await _has_due_holds(session, event_id, clock.now())
+        due = await sweeper.has_due_holds(session, event_id, clock.now())
     if not due:
         return event
     await sweeper.expire_due_for_event(runtime, event_id)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -67,9 +68,13 @@ class BookingRequest:
 Outcome = BookingRead | AppError
 
 
+ReleaseLapsed = Callable[[Runtime, int], Awaitable[int]]
+
+
 class BookingBatcher:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, release_lapsed: ReleaseLapsed) -> None:
         self._runtime = runtime
+        self._release_lapsed = release_lapsed
         self._queue: deque[BookingRequest] = deque()
         self._drainer: asyncio.Task[None] | None = None
         self._busy_until = 0.0
@@ -104,19 +109,33 @@ class BookingBatcher:
             self._drainer = None
 
     async def _process(self, batch: list[BookingRequest]) -> None:
+        outcomes = await self._attempt(batch)
+        if outcomes is None:
+            return
+        refused = [r for r in batch if isinstance(outcomes[id(r)], InsufficientCapacityError)]
+        if refused and await self._released_lapsed({r.event_id for r in refused}):
+            # Seats held by lapsed holds came back: the refused requests get a second look.
+            outcomes.update(await self._attempt(refused) or {})
+        for request in batch:
+            _settle(request, outcomes[id(request)])
+
+    async def _released_lapsed(self, event_ids: set[int]) -> bool:
+        released = [await self._release_lapsed(self._runtime, event_id) for event_id in sorted(event_ids)]
+        return any(released)
+
+    async def _attempt(self, batch: list[BookingRequest]) -> dict[int, Outcome] | None:
+        """Book the batch; on failure every request is answered with it and None is returned."""
         by_event: dict[int, list[BookingRequest]] = {}
         for request in batch:
             by_event.setdefault(request.event_id, []).append(request)
         try:
-            outcomes = await run_locked(self._runtime, list(by_event), lambda session: self._book(session, by_event))
+            return await run_locked(self._runtime, list(by_event), lambda session: self._book(session, by_event))
         except Exception as exc:  # every waiting request gets the batch's failure
             if not isinstance(exc, AppError):
                 log.exception("booking_batch_failed", size=len(batch))
             for request in batch:
                 _settle(request, exc)
-            return
-        for request in batch:
-            _settle(request, outcomes[id(request)])
+            return None
 
     async def _book(self, session: AsyncSession, by_event: dict[int, list[BookingRequest]]) -> dict[int, Outcome]:
         events = {

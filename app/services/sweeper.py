@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from sqlalchemy import select, union
+from sqlalchemy import exists, select, union, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
@@ -43,6 +43,32 @@ async def events_with_due_work(session: AsyncSession, now: datetime, limit: int)
         .where(Booking.status == BookingStatus.CONFIRMED, EventAvailability.ends_at <= now),
     ).subquery()
     return list(await session.scalars(select(due.c.event_id).limit(limit)))
+
+
+async def has_due_holds(session: AsyncSession, event_id: int, now: datetime) -> bool:
+    due = union_all(
+        select(Booking.id).where(
+            Booking.event_id == event_id, Booking.status == BookingStatus.PENDING, Booking.expires_at <= now
+        ),
+        select(Reservation.id).where(
+            Reservation.event_id == event_id,
+            Reservation.status == ReservationStatus.ACTIVE,
+            Reservation.expires_at <= now,
+        ),
+        select(WaitlistEntry.id).where(
+            WaitlistEntry.event_id == event_id,
+            WaitlistEntry.status == WaitlistStatus.NOTIFIED,
+            WaitlistEntry.expires_at <= now,
+        ),
+    ).subquery()
+    return bool(await session.scalar(select(exists(select(due.c.id)))))
+
+
+async def release_lapsed_holds(runtime: Runtime, event_id: int) -> int:
+    """Expire the event's lapsed holds now, if it has any; returns how many were expired."""
+    async with runtime.sessionmaker() as session:
+        due = await has_due_holds(session, event_id, clock.now())
+    return await expire_due_for_event(runtime, event_id) if due else 0
 
 
 async def expire_due_for_event(runtime: Runtime, event_id: int) -> int:

@@ -9,7 +9,8 @@ from app.api.v1.responses import problems
 from app.models.enums import BookingStatus
 from app.schemas.booking import BookingCreate, BookingRead, BookingStatusRead
 from app.schemas.common import MAX_PAGE_SIZE, Page
-from app.services import bookings
+from app.schemas.payment import PaymentIntent, PaymentStart
+from app.services import bookings, payments
 
 router = APIRouter(prefix="/bookings", tags=["bookings"])
 BookingId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -66,3 +67,19 @@ async def get_booking_status(booking_id: BookingId, runtime: RuntimeDep, user: C
 )
 async def cancel_booking(booking_id: BookingId, runtime: RuntimeDep, user: CurrentUser) -> BookingRead:
     return BookingRead.model_validate(await bookings.cancel_booking(runtime, user, booking_id))
+
+
+@router.post(
+    "/{booking_id}/payment",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PaymentIntent,
+    responses=problems(404, 409, 503),
+    summary="Start paying a pending booking",
+    description="The payment status goes `pending` (or `failed`) to `processing`; the answer carries the "
+    "`payment_reference`, amount and currency for the payment provider, whose webhook then confirms "
+    "the booking. Send `Idempotency-Key` to retry safely.",
+)
+async def start_payment(booking_id: BookingId, body: PaymentStart, user: CurrentUser, guard: Idempotency) -> object:
+    return await guard.run(
+        lambda claim: payments.start_payment(guard.runtime, user, booking_id, body.payment_method, claim)
+    )
