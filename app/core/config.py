@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     lock_timeout_seconds: float = Field(5.0, gt=0)
     lock_wait_seconds: float = Field(2.0, gt=0)
     lock_poll_seconds: float = Field(0.002, gt=0)
+    lock_queue_seconds: float = Field(10.0, gt=0)
     version_conflict_retries: int = Field(5, ge=0)
     booking_batch_max: int = Field(256, ge=1)
     booking_batch_linger_ms: float = Field(3.0, ge=0, le=100)

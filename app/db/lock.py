@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
@@ -43,9 +43,48 @@ def _lock(gateway: RedisGateway, settings: Settings, event_id: int) -> Lock:
     )
 
 
+class EventLocks:
+    """Per-event locks of one instance: an in-process queue in front of the Redis lock.
+
+    Writers of the same event in this instance wait their turn in-process, so only one of them
+    at a time contends (and polls) for the Redis lock that other instances also take.
+    """
+
+    def __init__(self, gateway: RedisGateway, settings: Settings) -> None:
+        self._gateway = gateway
+        self._settings = settings
+        self._local: dict[int, asyncio.Lock] = {}
+        self._users: dict[int, int] = {}
+
+    @asynccontextmanager
+    async def hold(self, event_ids: Iterable[int]) -> AsyncIterator[bool]:
+        """Hold every given event's lock for the body; yields whether Redis locks are held."""
+        ids = sorted(set(event_ids))
+        async with AsyncExitStack() as stack:
+            for event_id in ids:
+                stack.push_async_callback(self._forget, event_id)
+                self._users[event_id] = self._users.get(event_id, 0) + 1
+                local = self._local.setdefault(event_id, asyncio.Lock())
+                try:
+                    async with asyncio.timeout(self._settings.lock_queue_seconds):
+                        await local.acquire()
+                except TimeoutError:
+                    metrics.LOCK_ACQUISITIONS.labels("timeout").inc()
+                    raise LockTimeoutError(event_id) from None
+                stack.callback(local.release)
+            held = await stack.enter_async_context(event_locks(self._gateway, self._settings, ids))
+            yield held
+
+    async def _forget(self, event_id: int) -> None:
+        self._users[event_id] -= 1
+        if not self._users[event_id]:
+            del self._users[event_id]
+            del self._local[event_id]
+
+
 @asynccontextmanager
 async def event_locks(gateway: RedisGateway, settings: Settings, event_ids: Iterable[int]) -> AsyncIterator[bool]:
-    """Hold the locks of every given event for the body; yields whether they are really held.
+    """Hold the Redis locks of every given event for the body; yields whether they are held.
 
     All locks are first tried at once (one round trip when nobody else holds them). On
     contention everything is let go and the locks are taken one by one in event order, the

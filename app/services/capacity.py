@@ -18,7 +18,6 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from app.core import metrics
 from app.core.errors import InsufficientCapacityError, NotFoundError, SalesClosedError, VersionConflictError
-from app.db.lock import event_locks
 from app.models.event_availability import EventAvailability
 from app.schemas.availability import EventAvailabilityRead
 from app.services.runtime import Runtime
@@ -112,7 +111,7 @@ async def run_locked(
     """Run `operation` in one transaction under the events' locks, retrying stale versions."""
     settings = runtime.settings
     ids = [event_ids] if isinstance(event_ids, int) else list(event_ids)
-    async with event_locks(runtime.redis, settings, ids):
+    async with runtime.locks.hold(ids):
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(settings.version_conflict_retries + 1),

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.revocation import RevocationChecker
 from app.core.security import TokenVerifier
+from app.db.lock import EventLocks
 from app.db.redis import RedisGateway
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class Runtime:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: RedisGateway
+    locks: EventLocks = field(init=False)
     tokens: TokenVerifier = field(init=False)
     revocations: RevocationChecker = field(init=False)
     batcher: BookingBatcher = field(init=False)
@@ -33,6 +35,7 @@ class Runtime:
     availability_listeners: list[AvailabilityListener] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.locks = EventLocks(self.redis, self.settings)
         self.tokens = TokenVerifier(self.settings)
         self.revocations = RevocationChecker(self.settings, self.redis)
 
