@@ -20,6 +20,8 @@ from app.core.logging import configure_logging, get_logger
 from app.db.redis import RedisGateway
 from app.db.session import create_engine, create_sessionmaker
 from app.services.booking_batcher import BookingBatcher
+from app.services.events_inbound import run_subscriber
+from app.services.outbox_relay import OutboxRelay
 from app.services.runtime import Runtime
 from app.services.sweeper import release_lapsed_holds, run_sweeper
 
@@ -38,9 +40,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     runtime = build_runtime(settings)
     app.state.runtime = runtime
-    tasks: list[asyncio.Task[None]] = []
+    relay = OutboxRelay(runtime)
+    runtime.outbox_listeners.append(relay.wake)
+    app.state.relay = relay
+    tasks = [asyncio.create_task(runtime.feed.run(), name="availability-feed")]
     if settings.background_tasks_enabled:
-        tasks.append(asyncio.create_task(run_sweeper(runtime), name="sweeper"))
+        tasks += [
+            asyncio.create_task(run_sweeper(runtime), name="sweeper"),
+            asyncio.create_task(relay.run(), name="outbox-relay"),
+            asyncio.create_task(run_subscriber(runtime), name="events-subscriber"),
+        ]
     # Objects made at start-up live as long as the process: keep them out of the garbage
     # collector's full passes, which otherwise stall the event loop for tens of milliseconds.
     gc.collect()
@@ -49,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        runtime.feed.close()
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from redis.asyncio import Redis
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
@@ -100,6 +101,11 @@ async def clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         async with engine.begin() as connection:
             await connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
         await engine.dispose()
+        redis = Redis.from_url(request.getfixturevalue("redis_url"))
+        keys = [key async for key in redis.scan_iter(match=f"test:{RUN_ID}:*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
     yield
     clock.reset()
 

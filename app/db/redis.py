@@ -53,6 +53,17 @@ class RedisGateway:
             on_state_change=_report_circuit,
         )
         self.prefix = settings.redis_key_prefix
+        self._url = settings.redis_connection_url
+        self._connect_timeout = settings.redis_socket_timeout_seconds
+
+    def subscriber_client(self) -> Redis:
+        """A separate client for long-lived subscriptions: no read timeout while it waits."""
+        return Redis.from_url(
+            self._url,
+            socket_connect_timeout=self._connect_timeout,
+            socket_keepalive=True,
+            health_check_interval=15,
+        )
 
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(part) for part in parts)

@@ -14,9 +14,10 @@ from app.models.booking import Booking
 from app.models.enums import WaitlistStatus
 from app.models.event_availability import EventAvailability
 from app.models.waitlist import WaitlistEntry
-from app.schemas.availability import EventAvailabilityUpsert
+from app.schemas.availability import EventAvailabilityRead, EventAvailabilityUpsert
 from app.services import audit, outbox, sweeper
 from app.services.audit import Actor
+from app.services.availability_cache import NEVER
 from app.services.capacity import get_event, remember_event, run_locked, snapshot
 from app.services.runtime import Runtime
 from app.services.waitlist_offers import offer_freed_seats
@@ -27,16 +28,26 @@ class CapacityBelowHeldError(ConflictError):
     title = "Capacity below seats held"
 
 
-async def get_availability(runtime: Runtime, event_id: int) -> EventAvailability:
-    """The event's figures; holds that are already due are expired first, never shown live."""
+async def get_availability(runtime: Runtime, event_id: int) -> EventAvailabilityRead:
+    """The event's figures, from the cache when it can vouch that no hold has lapsed since.
+
+    Otherwise from PostgreSQL: holds already due are expired first (never shown live), and the
+    cache is refreshed with the next moment a hold will lapse.
+    """
+    now = clock.now()
+    cached = await runtime.cache.load(event_id, now)
+    if cached is not None:
+        return EventAvailabilityRead.model_validate(cached)
+    async with runtime.sessionmaker() as session:
+        await get_event(session, event_id)  # 404 for an unknown event
+        if await sweeper.has_due_holds(session, event_id, now):
+            await sweeper.expire_due_for_event(runtime, event_id)
     async with runtime.sessionmaker() as session:
         event = await get_event(session, event_id)
-        due = await sweeper.has_due_holds(session, event_id, clock.now())
-    if not due:
-        return event
-    await sweeper.expire_due_for_event(runtime, event_id)
-    async with runtime.sessionmaker() as session:
-        return await get_event(session, event_id)
+        next_lapse = await sweeper.next_hold_expiry(session, event_id)
+    figures = EventAvailabilityRead.model_validate(event)
+    await runtime.cache.store(figures.model_dump(mode="json"), next_lapse or NEVER, reset=True)
+    return figures
 
 
 async def upsert(runtime: Runtime, actor: Actor, event_id: int, data: EventAvailabilityUpsert) -> EventAvailability:

@@ -37,7 +37,7 @@ from app.models.event_availability import EventAvailability
 from app.schemas.booking import BookingRead
 from app.services import audit, idempotency, outbox
 from app.services.audit import Actor
-from app.services.capacity import StaleVersion, remember_event, run_locked
+from app.services.capacity import StaleVersion, note_hold_expiry, remember_event, run_locked
 from app.services.runtime import Runtime
 
 log = get_logger(__name__)
@@ -161,6 +161,8 @@ class BookingBatcher:
             bookings = await _insert_bookings(session, accepted, now, expires_at)
             await _record(session, [request for request, _ in accepted], bookings, now)
             await _take_seats(session, events, accepted)
+            for event_id in {event.event_id for _, event in accepted}:
+                note_hold_expiry(session, event_id, expires_at)
             outcomes.update((id(request), booking) for (request, _), booking in zip(accepted, bookings, strict=True))
         metrics.BOOKING_BATCH_SIZE.observe(len(accepted))
         return outcomes

@@ -19,7 +19,7 @@ from app.schemas.booking import BookingCreate, BookingRead
 from app.services import audit, idempotency, outbox, waitlist_offers
 from app.services.audit import Actor
 from app.services.booking_batcher import BookingRequest, new_booking_reference
-from app.services.capacity import get_event, run_locked, shift_seats
+from app.services.capacity import get_event, note_hold_expiry, run_locked, shift_seats
 from app.services.runtime import Runtime
 
 # (from, to) -> seat moves (available, reserved, confirmed) and the message announcing it.
@@ -106,6 +106,8 @@ async def _book_reservation(
         )
         session.add(booking)
         await session.flush()
+        if booking.expires_at is not None:
+            note_hold_expiry(session, booking.event_id, booking.expires_at)
         before = {"status": hold.status.value}
         hold.status, hold.booking_id = ReservationStatus.CONVERTED, booking.id
         await session.flush()

@@ -9,6 +9,7 @@ backoff a bounded number of times before answering 409 `version_conflict`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
@@ -111,21 +112,34 @@ async def run_locked(
     """Run `operation` in one transaction under the events' locks, retrying stale versions."""
     settings = runtime.settings
     ids = [event_ids] if isinstance(event_ids, int) else list(event_ids)
-    async with runtime.locks.hold(ids):
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(settings.version_conflict_retries + 1),
-                wait=wait_random_exponential(multiplier=0.005, max=0.1),
-                retry=retry_if_exception_type((StaleVersion, StaleDataError)),
-                before_sleep=lambda _state: metrics.VERSION_CONFLICT_RETRIES.inc(),
-                reraise=True,
-            ):
-                with attempt:
-                    async with runtime.sessionmaker() as session:
-                        async with session.begin():
-                            result = await operation(session)
-                        await runtime.after_commit(session)
-                        return result
-        except (StaleVersion, StaleDataError) as exc:
-            raise VersionConflictError("The event changed concurrently; please retry") from exc
+    async with runtime.sessionmaker() as session:
+        async with runtime.locks.hold(ids):
+            result = await _with_retries(session, settings.version_conflict_retries, operation)
+        # After the lock: the cache compares versions, so the order writers get here in is harmless.
+        await runtime.after_commit(session)
+    return result
+
+
+async def _with_retries(session: AsyncSession, retries: int, operation: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(retries + 1),
+            wait=wait_random_exponential(multiplier=0.005, max=0.1),
+            retry=retry_if_exception_type((StaleVersion, StaleDataError)),
+            before_sleep=lambda _state: metrics.VERSION_CONFLICT_RETRIES.inc(),
+            reraise=True,
+        ):
+            with attempt:
+                session.info.clear()
+                async with session.begin():
+                    return await operation(session)
+    except (StaleVersion, StaleDataError) as exc:
+        raise VersionConflictError("The event changed concurrently; please retry") from exc
     raise AssertionError("unreachable: the retry loop returns or raises")
+
+
+def note_hold_expiry(session: AsyncSession, event_id: int, expires_at: datetime) -> None:
+    """Remember the earliest expiry of holds this transaction creates (for the cache)."""
+    expiries: dict[int, datetime] = session.info.setdefault("hold_expiries", {})
+    current = expiries.get(event_id)
+    expiries[event_id] = expires_at if current is None else min(current, expires_at)

@@ -17,7 +17,7 @@ from app.schemas.availability import ReservationRead
 from app.services import audit, idempotency, outbox, waitlist_offers
 from app.services.audit import Actor
 from app.services.bookings import check_quantity
-from app.services.capacity import run_locked, shift_seats, snapshot, take_seats
+from app.services.capacity import note_hold_expiry, run_locked, shift_seats, snapshot, take_seats
 from app.services.runtime import Runtime
 
 
@@ -48,6 +48,7 @@ async def reserve(
         )
         session.add(hold)
         await session.flush()
+        note_hold_expiry(session, event_id, hold.expires_at)
         data = reservation_data(hold)
         await audit.record(
             session,

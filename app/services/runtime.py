@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -13,12 +14,13 @@ from app.core.revocation import RevocationChecker
 from app.core.security import TokenVerifier
 from app.db.lock import EventLocks
 from app.db.redis import RedisGateway
+from app.schemas.availability import EventAvailabilityRead
+from app.services.availability_cache import AvailabilityCache
+from app.services.availability_feed import AvailabilityFeed
 
 if TYPE_CHECKING:
     from app.models.event_availability import EventAvailability
     from app.services.booking_batcher import BookingBatcher
-
-AvailabilityListener = Callable[["EventAvailability"], Awaitable[None]]
 
 
 @dataclass
@@ -30,21 +32,26 @@ class Runtime:
     locks: EventLocks = field(init=False)
     tokens: TokenVerifier = field(init=False)
     revocations: RevocationChecker = field(init=False)
+    cache: AvailabilityCache = field(init=False)
+    feed: AvailabilityFeed = field(init=False)
     batcher: BookingBatcher = field(init=False)
     outbox_listeners: list[Callable[[], None]] = field(default_factory=list)
-    availability_listeners: list[AvailabilityListener] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.locks = EventLocks(self.redis, self.settings)
         self.tokens = TokenVerifier(self.settings)
         self.revocations = RevocationChecker(self.settings, self.redis)
+        self.cache = AvailabilityCache(self.redis, self.settings.availability_cache_ttl_seconds)
+        self.feed = AvailabilityFeed(self.redis)
 
     async def after_commit(self, session: AsyncSession) -> None:
-        """Side effects of a committed transaction: wake the relay, refresh caches and streams."""
+        """Side effects of a committed transaction: wake the relay, refresh the cache and feed."""
         if session.info.pop("outbox_written", False):
             for wake in self.outbox_listeners:
                 wake()
         events: dict[int, EventAvailability] = session.info.pop("events", {})
+        expiries: dict[int, datetime] = session.info.pop("hold_expiries", {})
         for event in events.values():
-            for listener in self.availability_listeners:
-                await listener(event)
+            figures = EventAvailabilityRead.model_validate(event).model_dump(mode="json")
+            await self.cache.store(figures, expiries.get(event.event_id))
+            await self.feed.publish(figures)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from sqlalchemy import exists, select, union, union_all
+from sqlalchemy import exists, func, select, union, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
@@ -62,6 +62,23 @@ async def has_due_holds(session: AsyncSession, event_id: int, now: datetime) -> 
         ),
     ).subquery()
     return bool(await session.scalar(select(exists(select(due.c.id)))))
+
+
+async def next_hold_expiry(session: AsyncSession, event_id: int) -> datetime | None:
+    """When the event's next live hold (pending booking, temporary hold, offer) lapses."""
+    expiries = union_all(
+        select(func.min(Booking.expires_at)).where(
+            Booking.event_id == event_id, Booking.status == BookingStatus.PENDING
+        ),
+        select(func.min(Reservation.expires_at)).where(
+            Reservation.event_id == event_id, Reservation.status == ReservationStatus.ACTIVE
+        ),
+        select(func.min(WaitlistEntry.expires_at)).where(
+            WaitlistEntry.event_id == event_id, WaitlistEntry.status == WaitlistStatus.NOTIFIED
+        ),
+    ).subquery()
+    earliest: datetime | None = await session.scalar(select(func.min(expiries.c[0])))
+    return earliest
 
 
 async def release_lapsed_holds(runtime: Runtime, event_id: int) -> int:

@@ -21,7 +21,7 @@ from app.services import audit, idempotency, outbox
 from app.services.audit import Actor
 from app.services.booking_batcher import new_booking_reference
 from app.services.bookings import booking_data, check_quantity
-from app.services.capacity import get_event, run_locked, shift_seats
+from app.services.capacity import get_event, note_hold_expiry, run_locked, shift_seats
 from app.services.runtime import Runtime
 from app.services.waitlist_offers import entry_data, offer_freed_seats
 
@@ -216,6 +216,8 @@ async def _book_entry(
     )
     session.add(booking)
     await session.flush()
+    if booking.expires_at is not None:
+        note_hold_expiry(session, booking.event_id, booking.expires_at)
     before = entry_data(entry)
     entry.status, entry.booked_at, entry.booking_id, entry.updated_at = (
         WaitlistStatus.BOOKED,

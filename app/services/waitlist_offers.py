@@ -20,7 +20,7 @@ from app.models.waitlist import WaitlistEntry
 from app.schemas.waitlist import WaitlistEntryRead
 from app.services import audit, outbox
 from app.services.audit import Actor
-from app.services.capacity import get_event, shift_seats
+from app.services.capacity import get_event, note_hold_expiry, shift_seats
 
 
 def entry_data(entry: WaitlistEntry) -> dict[str, Any]:
@@ -67,5 +67,6 @@ async def offer_freed_seats(
             break
     held = sum(entry.quantity for entry in offered)
     if held:
+        note_hold_expiry(session, event_id, expires_at)
         await shift_seats(session, event_id, available=-held, reserved=held)
     return offered

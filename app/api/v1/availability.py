@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
+from fastapi.responses import StreamingResponse
 
 from app.api.deps import CurrentUser, Idempotency, RuntimeDep
 from app.api.v1.responses import problems
@@ -20,7 +24,7 @@ EventId = Annotated[int, Path(ge=1, le=2**63 - 1)]
     summary="An event's seats: available, reserved (live holds) and confirmed",
 )
 async def get_availability(event_id: EventId, runtime: RuntimeDep, _user: CurrentUser) -> EventAvailabilityRead:
-    return EventAvailabilityRead.model_validate(await availability.get_availability(runtime, event_id))
+    return await availability.get_availability(runtime, event_id)
 
 
 @router.post(
@@ -51,3 +55,42 @@ async def release(
     reservation_id: Annotated[int, Query(ge=1, le=2**63 - 1)],
 ) -> ReservationRead:
     return ReservationRead.model_validate(await reservations.release(runtime, user, event_id, reservation_id))
+
+
+@router.get(
+    "/{event_id}/stream",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "`availability` events"}, **problems(404)},
+    summary="Live availability (Server-Sent Events)",
+    description="The current figures at once, then one `availability` event per committed change, "
+    "with a comment line as heartbeat every SSE_HEARTBEAT_SECONDS. Ends on disconnect or shutdown.",
+)
+async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: CurrentUser) -> StreamingResponse:
+    current = await availability.get_availability(runtime, event_id)
+    updates = runtime.feed.subscribe(event_id)
+    heartbeat = runtime.settings.sse_heartbeat_seconds
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            last_version = current.version
+            yield sse_message(current.model_dump(mode="json"))
+            while True:
+                try:
+                    figures = await asyncio.wait_for(updates.get(), timeout=heartbeat)
+                except TimeoutError:
+                    yield ": heartbeat\n\n"
+                    continue
+                if figures is None:  # the instance is shutting down
+                    return
+                if figures["version"] > last_version:
+                    last_version = figures["version"]
+                    yield sse_message(figures)
+        finally:
+            runtime.feed.unsubscribe(event_id, updates)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+def sse_message(figures: dict[str, Any]) -> str:
+    return f"event: availability\nid: {figures['version']}\ndata: {json.dumps(figures)}\n\n"

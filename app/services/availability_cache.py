@@ -1,0 +1,83 @@
+"""Write-through cache of event availability in Redis, and the live feed of its changes.
+
+After every committed capacity change the writer stores the new figures (so it reads its own
+write) with a compare-and-set on `version`: an older figure never replaces a newer one, whatever
+order two instances finish in. Entries carry `checked_until`, the earliest expiry of any live
+hold when they were written: past it the cache is bypassed, PostgreSQL expires what is due, and
+the entry is rewritten, so a lapsed hold is never served as live. Booking decisions never read
+the cache; they are made by the conditional UPDATE in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from app.core import metrics
+from app.core.logging import get_logger
+from app.db.redis import RedisGateway, RedisUnavailable
+
+log = get_logger(__name__)
+NEVER = 253402300799.0  # 9999-12-31: no live hold to wait for
+
+# KEYS[1] entry; ARGV: figures JSON, version, ttl, hold expiry (epoch s, or -1), reset flag.
+STORE_IF_NEWER = """
+local current = redis.call('GET', KEYS[1])
+local version = tonumber(ARGV[2])
+local checked_until = tonumber(ARGV[4])
+if checked_until < 0 then checked_until = nil end
+if current then
+  local old = cjson.decode(current)
+  if old['version'] > version or (old['version'] == version and ARGV[5] ~= '1') then return 0 end
+  if ARGV[5] ~= '1' and old['checked_until'] and (checked_until == nil or old['checked_until'] < checked_until) then
+    checked_until = old['checked_until']
+  end
+end
+local entry = cjson.decode(ARGV[1])
+entry['checked_until'] = checked_until or 0
+redis.call('SET', KEYS[1], cjson.encode(entry), 'EX', tonumber(ARGV[3]))
+return 1
+"""
+
+
+class AvailabilityCache:
+    def __init__(self, gateway: RedisGateway, ttl_seconds: int) -> None:
+        self._gateway = gateway
+        self._ttl = ttl_seconds
+        self._store = gateway.client.register_script(STORE_IF_NEWER)
+
+    def _key(self, event_id: int) -> str:
+        return self._gateway.key("availability", event_id)
+
+    async def store(
+        self, figures: dict[str, Any], hold_expiry: datetime | float | None, *, reset: bool = False
+    ) -> None:
+        """Store figures unless a newer version is cached. `reset` replaces `checked_until`."""
+        expiry = hold_expiry.timestamp() if isinstance(hold_expiry, datetime) else hold_expiry
+        args = [json.dumps(figures), figures["version"], self._ttl, -1 if expiry is None else expiry, int(reset)]
+        try:
+            await self._gateway.call(
+                "cache_store",
+                lambda client: self._store(keys=[self._key(figures["event_id"])], args=args, client=client),
+            )
+        except RedisUnavailable:
+            log.info("availability_cache_write_skipped", event_id=figures["event_id"])
+
+    async def load(self, event_id: int, now: datetime) -> dict[str, Any] | None:
+        """Cached figures still valid at `now`, or None (miss, lapsed check, or Redis down)."""
+        try:
+            raw = await self._gateway.call("cache_load", lambda client: client.get(self._key(event_id)))
+        except RedisUnavailable:
+            metrics.CACHE_LOOKUPS.labels("unavailable").inc()
+            return None
+        if raw is None:
+            metrics.CACHE_LOOKUPS.labels("miss").inc()
+            return None
+        entry: dict[str, Any] = json.loads(raw)
+        if entry.get("checked_until", 0) <= now.timestamp():
+            metrics.CACHE_LOOKUPS.labels("stale").inc()
+            return None
+        metrics.CACHE_LOOKUPS.labels("hit").inc()
+        entry.pop("checked_until", None)
+        return entry

@@ -1,0 +1,91 @@
+"""Live availability for Server-Sent Events: one Redis subscription per instance, shared.
+
+Writers publish an event's new figures after each committed change; every instance listens on
+one channel and hands each update to its local clients of that event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from app.core import metrics
+from app.core.logging import get_logger
+from app.db.redis import RedisGateway, RedisUnavailable
+
+log = get_logger(__name__)
+CLIENT_QUEUE_SIZE = 64
+
+
+class AvailabilityFeed:
+    def __init__(self, gateway: RedisGateway) -> None:
+        self._gateway = gateway
+        self.channel = gateway.key("availability-feed")
+        self._clients: dict[int, set[asyncio.Queue[dict[str, Any] | None]]] = {}
+
+    async def publish(self, figures: dict[str, Any]) -> None:
+        try:
+            await self._gateway.call("feed_publish", lambda client: client.publish(self.channel, json.dumps(figures)))
+        except RedisUnavailable:
+            log.info("availability_feed_publish_skipped", event_id=figures["event_id"])
+
+    def subscribe(self, event_id: int) -> asyncio.Queue[dict[str, Any] | None]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(CLIENT_QUEUE_SIZE)
+        self._clients.setdefault(event_id, set()).add(queue)
+        metrics.SSE_CLIENTS.inc()
+        return queue
+
+    def unsubscribe(self, event_id: int, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        clients = self._clients.get(event_id)
+        if clients and queue in clients:
+            clients.discard(queue)
+            metrics.SSE_CLIENTS.dec()
+            if not clients:
+                del self._clients[event_id]
+
+    def close(self) -> None:
+        """Shutdown: every stream ends."""
+        for clients in self._clients.values():
+            for queue in clients:
+                _offer(queue, None)
+
+    def _dispatch(self, raw: bytes) -> None:
+        try:
+            figures = json.loads(raw)
+            clients = self._clients.get(int(figures["event_id"]), ())
+        except (ValueError, KeyError, TypeError):
+            log.warning("availability_feed_bad_message")
+            return
+        for queue in clients:
+            _offer(queue, figures)
+
+    async def run(self) -> None:
+        """Listen on the feed channel for the instance's lifetime, reconnecting by itself."""
+        backoff = 0.5
+        while True:
+            client = self._gateway.subscriber_client()
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                backoff = 0.5
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._dispatch(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("availability_feed_reconnecting", error=type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await client.aclose()
+
+
+def _offer(queue: asyncio.Queue[dict[str, Any] | None], item: dict[str, Any] | None) -> None:
+    """A client too slow to keep up loses its oldest update rather than blocking everyone."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)

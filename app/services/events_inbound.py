@@ -1,0 +1,172 @@
+"""Availability kept in step with the events service's announcements (SPEC section 5, inbound).
+
+`EventCreated`/`EventUpdated` create or update the event's availability (name, capacity, price,
+start time, status); `EventDeleted` closes its sales. Sales are open only while the event is
+`published`; closing them keeps every booking and counter. A capacity below the seats already held
+or sold is refused (logged and audited) while the rest of the message still applies. The same
+message delivered again changes nothing: the digest of the last message applied is kept on the row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from decimal import Decimal
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import metrics
+from app.core.clock import clock
+from app.core.logging import get_logger
+from app.models.event_availability import EventAvailability
+from app.schemas.inbound import InboundEventMessage
+from app.services import audit, outbox
+from app.services.audit import Actor
+from app.services.availability import CapacityBelowHeldError, apply_changes
+from app.services.capacity import remember_event, run_locked, snapshot
+from app.services.runtime import Runtime
+from app.services.waitlist_offers import offer_freed_seats
+
+log = get_logger(__name__)
+EVENTS_SERVICE = Actor("events-service")
+KINDS = ("created", "updated", "deleted")
+
+
+async def handle(runtime: Runtime, raw: bytes | str) -> str:
+    """Apply one message; returns `applied`, `duplicate`, `ignored` or `malformed`. Never raises
+    for a bad message."""
+    try:
+        message = InboundEventMessage.model_validate_json(raw)
+    except ValidationError as exc:
+        log.warning("inbound_message_malformed", errors=exc.error_count())
+        metrics.INBOUND_MESSAGES.labels("malformed").inc()
+        return "malformed"
+    digest = hashlib.sha256(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()
+    result = await run_locked(runtime, message.event_id, lambda session: _apply(session, runtime, message, digest))
+    metrics.INBOUND_MESSAGES.labels(result).inc()
+    return result
+
+
+async def _apply(session: AsyncSession, runtime: Runtime, message: InboundEventMessage, digest: str) -> str:
+    now = clock.now()
+    event = await session.scalar(
+        select(EventAvailability).where(EventAvailability.event_id == message.event_id).with_for_update()
+    )
+    if event is not None and event.last_inbound_digest == digest:
+        return "duplicate"
+    if event is None and message.type == "EventDeleted":
+        return "ignored"
+    before = snapshot(event) if event is not None else None
+    freed = 0
+    if message.type == "EventDeleted":
+        assert event is not None
+        event.sales_open, event.event_status = False, "deleted"
+    elif event is None:
+        event = _new_event(message)
+        session.add(event)
+    else:
+        freed = await _update(session, event, message, now)
+    event.last_inbound_digest = digest
+    event.last_updated = now
+    if before is not None:
+        event.version += 1
+    await session.flush()
+    await session.refresh(event)
+    action = "availability.created" if before is None else "availability.synced"
+    await audit.record(
+        session,
+        audit.audit_row(EVENTS_SERVICE, action, "event_availability", event.event_id, now, before, snapshot(event)),
+    )
+    if freed > 0:
+        await offer_freed_seats(session, runtime.settings, event.event_id, now)
+        await session.refresh(event)
+    remember_event(session, event)
+    await outbox.enqueue(session, now, outbox.availability_message(snapshot(event), now))
+    return "applied"
+
+
+def _new_event(message: InboundEventMessage) -> EventAvailability:
+    data = message.event_data
+    assert data is not None
+    return EventAvailability(
+        event_id=message.event_id,
+        event_name=data.name or data.title or f"Event {message.event_id}",
+        total_capacity=data.capacity,
+        available_capacity=data.capacity,
+        reserved_capacity=0,
+        confirmed_capacity=0,
+        price=data.price.quantize(Decimal("0.01")),
+        currency="USD",
+        sales_open=data.status == "published",
+        event_status=data.status,
+        starts_at=data.event_date,
+        version=1,
+    )
+
+
+async def _update(session: AsyncSession, event: EventAvailability, message: InboundEventMessage, now: object) -> int:
+    data = message.event_data
+    assert data is not None
+    apply_changes(
+        event,
+        {
+            "event_name": data.name or data.title or event.event_name,
+            "price": data.price.quantize(Decimal("0.01")),
+            "starts_at": data.event_date,
+            "sales_open": data.status == "published",
+            "event_status": data.status,
+        },
+    )
+    try:
+        return apply_changes(event, {"total_capacity": data.capacity})
+    except CapacityBelowHeldError as exc:
+        log.warning("inbound_capacity_refused", event_id=event.event_id, capacity=data.capacity)
+        metrics.INBOUND_MESSAGES.labels("capacity_refused").inc()
+        await audit.record(
+            session,
+            audit.audit_row(
+                EVENTS_SERVICE,
+                "availability.capacity_refused",
+                "event_availability",
+                event.event_id,
+                clock.now(),
+                after={"requested_capacity": data.capacity, "reason": exc.detail},
+            ),
+        )
+        return 0
+
+
+async def run_subscriber(runtime: Runtime) -> None:
+    """Listen on `<INBOUND_CHANNEL_PREFIX>:created|updated|deleted`, reconnecting by itself."""
+    channels = [f"{runtime.settings.inbound_channel_prefix}:{kind}" for kind in KINDS]
+    backoff = 0.5
+    while True:
+        client = runtime.redis.subscriber_client()
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*channels)
+            log.info("inbound_subscribed", channels=channels)
+            backoff = 0.5
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    await _handle_safely(runtime, message["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis gone, or anything else: reconnect after a pause
+            log.warning("inbound_subscriber_reconnecting", error=type(exc).__name__, backoff=backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await client.aclose()
+
+
+async def _handle_safely(runtime: Runtime, data: bytes) -> None:
+    try:
+        await handle(runtime, data)
+    except Exception:  # the database may be down: log it, and keep listening
+        metrics.INBOUND_MESSAGES.labels("failed").inc()
+        log.exception("inbound_message_failed")

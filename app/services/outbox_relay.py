@@ -1,0 +1,142 @@
+"""Publishes outbox messages after their transaction commits (SPEC section 5).
+
+One relay publishes at a time across all instances (a PostgreSQL advisory lock), in outbox order,
+so messages reach the channels and the Stream in the order they were written. Each pass takes a
+batch, sends it to Redis in one pipeline (`PUBLISH` on `<prefix>:<kind>` and `XADD` to the Stream
+with `MAXLEN ~`), then marks the rows published. A crash between the two repeats the batch:
+delivery is at-least-once, and consumers de-duplicate on the message `id`. The relay is woken
+right after a commit that wrote messages; a periodic pass is the backstop (other instances'
+messages, Redis coming back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from contextlib import suppress
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from app.core import metrics
+from app.core.clock import clock
+from app.core.logging import get_logger
+from app.db.redis import RedisUnavailable
+from app.models.outbox import OutboxMessage
+from app.services.runtime import Runtime
+
+log = get_logger(__name__)
+RELAY_LOCK_KEY = 0x6576_656E_746C_79  # "evently": one advisory lock for the relay across instances
+RETENTION_EVERY_SECONDS = 60.0
+
+
+class OutboxRelay:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._wake = asyncio.Event()
+        self._last_retention = 0.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def publish_pending(self) -> int:
+        """Publish waiting messages until none is left; returns how many were published."""
+        published = 0
+        while True:
+            batch = await self._publish_batch()
+            published += batch
+            if batch < self._runtime.settings.outbox_batch_size:
+                return published
+
+    async def _publish_batch(self) -> int:
+        settings = self._runtime.settings
+        async with self._runtime.sessionmaker() as session, session.begin():
+            if not await session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))):
+                return 0  # another instance is publishing right now
+            rows = (
+                await session.execute(
+                    select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.event_id, OutboxMessage.payload)
+                    .where(OutboxMessage.published_at.is_(None))
+                    .order_by(OutboxMessage.id)
+                    .limit(settings.outbox_batch_size)
+                )
+            ).all()
+            if not rows:
+                return 0
+            await self._runtime.redis.call("outbox_publish", lambda client: self._send(client, rows))
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_([row.id for row in rows]))
+                .values(published_at=clock.now())
+            )
+        for row in rows:
+            metrics.OUTBOX_PUBLISHED.labels(row.payload["type"]).inc()
+        return len(rows)
+
+    async def _send(self, client: Any, rows: Sequence[Any]) -> None:
+        settings = self._runtime.settings
+        pipe = client.pipeline(transaction=False)
+        for row in rows:
+            body = json.dumps(row.payload, separators=(",", ":"))
+            pipe.publish(f"{settings.events_channel_prefix}:{row.kind}", body)
+            pipe.xadd(
+                settings.events_stream,
+                {"id": row.payload["id"], "type": row.payload["type"], "event_id": str(row.event_id), "data": body},
+                maxlen=settings.events_stream_maxlen,
+                approximate=True,
+            )
+        await pipe.execute()
+
+    async def apply_retention(self) -> int:
+        """Delete published rows older than OUTBOX_RETENTION_HOURS; unpublished rows always stay."""
+        cutoff = clock.now() - timedelta(hours=self._runtime.settings.outbox_retention_hours)
+        async with self._runtime.sessionmaker() as session, session.begin():
+            result = await session.execute(
+                delete(OutboxMessage).where(
+                    OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < cutoff
+                )
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def report_backlog(self) -> tuple[int, float]:
+        async with self._runtime.sessionmaker() as session:
+            waiting, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.published_at.is_(None))
+                )
+            ).one()
+        age = (clock.now() - oldest).total_seconds() if oldest else 0.0
+        metrics.OUTBOX_BACKLOG.set(waiting)
+        metrics.OUTBOX_OLDEST_AGE.set(age)
+        return int(waiting), age
+
+    async def run(self) -> None:
+        """The background loop: publish on wake-up or every OUTBOX_POLL_SECONDS."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._runtime.settings.outbox_poll_seconds)
+            self._wake.clear()
+            try:
+                await self.publish_pending()
+                failures = 0
+                if loop.time() - self._last_retention > RETENTION_EVERY_SECONDS:
+                    self._last_retention = loop.time()
+                    await self.apply_retention()
+                    await self.report_backlog()
+            except asyncio.CancelledError:
+                raise
+            except RedisUnavailable:
+                failures += 1
+                metrics.OUTBOX_ERRORS.inc()
+                await self.report_backlog()
+                log.warning("outbox_relay_redis_unavailable", failures=failures)
+                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+            except Exception:
+                failures += 1
+                metrics.OUTBOX_ERRORS.inc()
+                log.exception("outbox_relay_failed")
+                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
