@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 

@@ -159,15 +159,11 @@ async def overview(session: AsyncSession, limit: int, offset: int, sort: str) ->
         .group_by(Booking.event_id, Booking.status)
     ):
         counts[event_id][status.value] = count
-    waiting = dict(
-        (
-            await session.execute(
-                select(WaitlistEntry.event_id, func.count())
-                .where(WaitlistEntry.event_id.in_(ids), WaitlistEntry.status == WaitlistStatus.PENDING)
-                .group_by(WaitlistEntry.event_id)
-            )
-        )
-        .tuples()
-        .all()
-    )
+    waiting: dict[int, int] = {}
+    for event_id, length in await session.execute(
+        select(WaitlistEntry.event_id, func.count())
+        .where(WaitlistEntry.event_id.in_(ids), WaitlistEntry.status == WaitlistStatus.PENDING)
+        .group_by(WaitlistEntry.event_id)
+    ):
+        waiting[event_id] = length
     return [EventOverview(e, counts[e.event_id], waiting.get(e.event_id, 0)) for e in events], total or 0

@@ -1,0 +1,315 @@
+"""Messages out (outbox, channels, Stream), messages in (events service), cache and live stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.application import create_app
+from app.core.clock import clock
+from app.core.config import Settings
+from app.services import events_inbound, outbox
+from app.services.outbox_relay import OutboxRelay
+from tests.checks import assert_invariant, count
+from tests.conftest import Api, make_settings, running_app
+from tests.redis_server import ThrowawayRedis, free_port
+
+
+def relay_of(api: Api) -> OutboxRelay:
+    relay: OutboxRelay = api.client._transport.app.state.relay  # type: ignore[attr-defined]
+    return relay
+
+
+async def stream_messages(redis: Redis, stream: str) -> list[dict[str, Any]]:
+    entries = await redis.xrange(stream)
+    return [json.loads(fields[b"data"]) for _, fields in entries]
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_lifecycle_messages_reach_channels_and_stream(api: Api, redis: Redis) -> None:
+    settings = api.settings
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe(f"{settings.events_channel_prefix}:*")
+    await api.create_event(1, capacity=1)
+    booking = (await api.book(5, 1)).json()
+    await api.client.put(f"/api/v1/admin/bookings/{booking['id']}/confirm", headers=api.admin())
+    await api.client.post("/api/v1/waitlist/", json={"event_id": 1, "quantity": 1}, headers=api.headers(6))
+    await api.client.put(f"/api/v1/bookings/{booking['id']}/cancel", headers=api.headers(5))
+    assert await relay_of(api).publish_pending() > 0
+
+    seen: dict[str, dict[str, Any]] = {}
+    deadline = asyncio.get_running_loop().time() + 2
+    while asyncio.get_running_loop().time() < deadline:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if message is not None:
+            seen.setdefault(message["channel"].decode(), json.loads(message["data"]))
+        elif len(seen) >= 6:
+            break
+    await pubsub.aclose()
+    prefix = settings.events_channel_prefix
+    expected = {
+        "created": "BookingCreated",
+        "confirmed": "BookingConfirmed",
+        "cancelled": "BookingCancelled",
+        "waitlist_joined": "WaitlistJoined",
+        "waitlist_notified": "WaitlistNotified",
+        "availability_changed": "AvailabilityChanged",
+    }
+    for kind, message_type in expected.items():
+        message = seen[f"{prefix}:{kind}"]
+        assert message["type"] == message_type
+        assert {"id", "occurred_at", "schema_version", "event_id"} <= message.keys()
+    created = seen[f"{prefix}:created"]
+    assert created["booking_id"] == booking["id"] and created["user_id"] == 5
+    assert created["booking_data"]["booking_reference"] == booking["booking_reference"]
+    notified = seen[f"{prefix}:waitlist_notified"]
+    assert notified["waitlist_data"]["status"] == "notified" and "waitlist_entry_id" in notified
+    assert "secret" not in json.dumps(seen).lower()
+
+    in_stream = await stream_messages(redis, settings.events_stream)
+    assert [m["type"] for m in in_stream].count("BookingCreated") == 1
+    assert len({m["id"] for m in in_stream}) == len(in_stream)
+    group = await redis.xgroup_create(settings.events_stream, "analytics", id="0")
+    assert group
+    read = await redis.xreadgroup("analytics", "worker-1", {settings.events_stream: ">"}, count=1000)
+    assert len(read[0][1]) == len(in_stream)
+
+
+async def test_a_rolled_back_transaction_publishes_nothing(api: Api, db: AsyncConnection, redis: Redis) -> None:
+    await api.create_event(1, capacity=1)
+    now = clock.now()
+    with pytest.raises(RuntimeError):
+        async with api.runtime.sessionmaker() as session, session.begin():
+            await outbox.enqueue(session, now, outbox.availability_message({"event_id": 1}, now))
+            raise RuntimeError("the change failed")
+    refused = await api.book(5, 1, 2)  # 409: writes nothing either
+    assert refused.status_code == 409
+    assert await count(db, "outbox", "kind <> 'availability_changed'") == 0
+    await relay_of(api).publish_pending()
+    assert [m["type"] for m in await stream_messages(redis, api.settings.events_stream)] == ["AvailabilityChanged"]
+
+
+async def test_messages_survive_redis_outage_in_order(database_url: str, db: AsyncConnection) -> None:
+    server = ThrowawayRedis()
+    server.start()
+    settings = make_settings(
+        database_url, server.url, redis_socket_timeout_seconds=0.2, redis_breaker_reset_seconds=0.5
+    )
+    try:
+        async with running_app(settings) as api:
+            await api.create_event(1, capacity=100)
+            before = [(await api.book(10 + i, 1)).status_code for i in range(5)]
+            server.stop()
+            during = [(await api.book(20 + i, 1)).status_code for i in range(10)]
+            health = (await api.client.get("/api/v1/health")).json()
+            assert before + during == [201] * 15
+            assert health["status"] == "degraded" and health["checks"]["database"]["outbox_backlog"] == 16
+            server.start()
+            await asyncio.sleep(0.6)  # the breaker's cool-off
+            assert await relay_of(api).publish_pending() == 16
+            assert (await api.client.get("/api/v1/health")).json()["status"] == "healthy"
+            check = Redis.from_url(server.url)
+            messages = await stream_messages(check, settings.events_stream)
+            await check.aclose()
+        ids = [m["id"] for m in messages]
+        assert len(ids) == len(set(ids)) == 16
+        created = [m["booking_id"] for m in messages if m["type"] == "BookingCreated"]
+        assert created == sorted(created) and len(created) == 15
+        assert await count(db, "outbox", "published_at IS NULL") == 0
+        await assert_invariant(db)
+    finally:
+        server.close()
+
+
+async def test_two_relays_publish_each_message_once(settings: Settings, redis: Redis) -> None:
+    async with running_app(settings) as first, running_app(settings) as second:
+        await first.create_event(1, capacity=500)
+        await asyncio.gather(*(first.book(100 + i, 1) for i in range(200)))
+        await asyncio.gather(relay_of(first).publish_pending(), relay_of(second).publish_pending())
+        await asyncio.gather(relay_of(first).publish_pending(), relay_of(second).publish_pending())
+    ids = [m["id"] for m in await stream_messages(redis, settings.events_stream)]
+    assert len(ids) == len(set(ids)) == 201
+
+
+async def test_relay_wakes_after_commit(database_url: str, redis_url: str, redis: Redis) -> None:
+    settings = make_settings(database_url, redis_url, background_tasks_enabled=True, outbox_poll_seconds=30)
+    async with running_app(settings) as api:
+        await api.create_event(1, capacity=5)
+        await api.book(5, 1)
+        for _ in range(50):
+            if len(await stream_messages(redis, settings.events_stream)) == 2:
+                break
+            await asyncio.sleep(0.05)
+    assert [m["type"] for m in await stream_messages(redis, settings.events_stream)] == [
+        "AvailabilityChanged",
+        "BookingCreated",
+    ]
+
+
+async def test_retention_removes_only_published_rows(api: Api, db: AsyncConnection) -> None:
+    await api.create_event(1, capacity=5)
+    await api.book(5, 1)
+    await relay_of(api).publish_pending()
+    await api.book(6, 1)  # unpublished
+    clock.advance(timedelta(hours=api.settings.outbox_retention_hours + 1))
+    assert await relay_of(api).apply_retention() == 2
+    assert await count(db, "outbox") == 1 and await count(db, "outbox", "published_at IS NULL") == 1
+
+
+def announcement(kind: str, event_id: int, **data: Any) -> bytes:
+    body: dict[str, Any] = {"type": kind, "event_id": event_id}
+    if kind != "EventDeleted":
+        body["event_data"] = {
+            "id": event_id,
+            "name": "Concert",
+            "capacity": 10,
+            "price": "30.00",
+            "status": "published",
+            "event_date": "2027-01-01T20:00:00Z",
+            **data,
+        }
+    return json.dumps(body).encode()
+
+
+async def test_events_service_announcements(api: Api, db: AsyncConnection) -> None:
+    runtime = api.runtime
+    assert await events_inbound.handle(runtime, announcement("EventCreated", 7)) == "applied"
+    booking = await api.book(5, 7, 4)
+    assert booking.status_code == 201
+    figures = await api.availability(7)
+    assert (figures["event_name"], figures["price"], figures["total_capacity"]) == ("Concert", "30.00", 10)
+
+    shrink = announcement("EventUpdated", 7, capacity=3, name="Concert (moved)")
+    assert await events_inbound.handle(runtime, shrink) == "applied"
+    figures = await api.availability(7)
+    assert figures["total_capacity"] == 10 and figures["event_name"] == "Concert (moved)"
+    assert await count(db, "audit_log", "action = 'availability.capacity_refused'") == 1
+
+    cancelled = announcement("EventUpdated", 7, status="cancelled")
+    assert await events_inbound.handle(runtime, cancelled) == "applied"
+    closed = await api.book(6, 7, 1)
+    assert closed.status_code == 409 and closed.json()["code"] == "sales_closed"
+    hold = await api.client.post("/api/v1/availability/7/reserve", json={"quantity": 1}, headers=api.headers(6))
+    assert hold.status_code == 409 and hold.json()["code"] == "sales_closed"
+    assert await count(db, "bookings", "status = 'pending'") == 1
+    assert (await api.availability(7))["reserved_capacity"] == 4
+
+    assert await events_inbound.handle(runtime, announcement("EventUpdated", 7, status="published")) == "applied"
+    assert (await api.book(6, 7, 1)).status_code == 201
+    version = (await api.availability(7))["version"]
+    again = announcement("EventUpdated", 7, status="published")
+    assert await events_inbound.handle(runtime, again) == "duplicate"
+    assert (await api.availability(7))["version"] == version
+
+    assert await events_inbound.handle(runtime, announcement("EventDeleted", 7)) == "applied"
+    assert (await api.book(8, 7, 1)).json()["code"] == "sales_closed"
+    assert await count(db, "bookings") == 2
+    for bad in (
+        b"not json",
+        b'{"type": "EventCreated", "event_id": 9}',
+        b'{"type": "Other", "event_id": 1}',
+        json.dumps({"type": "EventCreated", "event_id": 9, "event_data": {"capacity": -1}}).encode(),
+    ):
+        assert await events_inbound.handle(runtime, bad) == "malformed"
+    await assert_invariant(db)
+
+
+async def test_subscriber_applies_messages_from_redis(database_url: str, redis_url: str, redis: Redis) -> None:
+    settings = make_settings(database_url, redis_url, background_tasks_enabled=True)
+    async with running_app(settings) as api:
+        channel = f"{settings.inbound_channel_prefix}:created"
+        for _ in range(50):  # wait until subscribed
+            if (await redis.pubsub_numsub(channel))[0][1]:
+                break
+            await asyncio.sleep(0.05)
+        await redis.publish(channel, b"garbage first")
+        await redis.publish(channel, announcement("EventCreated", 11))
+        for _ in range(50):
+            response = await api.client.get("/api/v1/availability/11", headers=api.headers(1))
+            if response.status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+    assert response.status_code == 200 and response.json()["total_capacity"] == 10
+
+
+async def test_cache_serves_own_writes_and_never_goes_back(settings: Settings, db: AsyncConnection) -> None:
+    async with running_app(settings) as first, running_app(settings) as second:
+        await first.create_event(1, capacity=200)
+        assert (await first.availability(1))["available_capacity"] == 200
+        await first.book(5, 1, 3)
+        assert (await first.availability(1))["available_capacity"] == 197  # the writer reads its write
+        await asyncio.gather(*((first if i % 2 else second).book(100 + i, 1) for i in range(60)))
+        cached = await first.availability(1)
+        await db.rollback()
+        row = (await db.execute(text("SELECT version, available_capacity FROM event_availability"))).one()
+        assert (cached["version"], cached["available_capacity"]) == (row.version, row.available_capacity)
+        figures = first.runtime.cache
+        old = dict(cached, version=cached["version"] - 1, available_capacity=999)
+        await figures.store(old, None)
+        assert (await second.availability(1))["available_capacity"] == row.available_capacity
+
+
+async def test_cache_falls_back_to_postgres_with_redis_down(database_url: str) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    async with running_app(make_settings(database_url, dead)) as api:
+        await api.create_event(1, capacity=5)
+        await api.book(5, 1, 2)
+        assert (await api.availability(1))["available_capacity"] == 3
+
+
+async def test_cache_never_serves_a_lapsed_hold(api: Api) -> None:
+    await api.create_event(1, capacity=5)
+    await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 2}, headers=api.headers(5))
+    assert (await api.availability(1))["reserved_capacity"] == 2
+    clock.advance(timedelta(minutes=api.settings.reservation_timeout_minutes, seconds=1))
+    assert (await api.availability(1))["reserved_capacity"] == 0
+
+
+async def test_sse_stream_sends_figures_and_updates(settings: Settings) -> None:
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            api = Api(client, settings, app.state.runtime)
+            await api.create_event(1, capacity=5)
+            seen: list[dict[str, Any]] = []
+            async with client.stream("GET", "/api/v1/availability/1/stream", headers=api.headers(5)) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        seen.append(json.loads(line[6:]))
+                        if len(seen) == 1:
+                            await api.book(5, 1, 2)
+                        else:
+                            break
+            assert seen[0]["available_capacity"] == 5 and seen[1]["available_capacity"] == 3
+            for _ in range(50):  # the server notices the client left
+                if not app.state.runtime.feed._clients:
+                    break
+                await asyncio.sleep(0.05)
+            assert not app.state.runtime.feed._clients
+    finally:
+        server.should_exit = True
+        await serving
