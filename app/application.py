@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api import problems, system
-from app.api.deps import get_principal
+from app.api.deps import get_principal, limit_writes
 from app.api.middleware import RequestContextMiddleware
 from app.api.v1 import admin, availability, bookings, payments, waitlist
 from app.core.config import Settings, load_settings
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     problems.register(app)
     app.include_router(system.router)
-    api = APIRouter(prefix="/api/v1", dependencies=[Depends(get_principal)])
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(get_principal), Depends(limit_writes)])
     for module in (bookings, availability, waitlist, admin):
         api.include_router(module.router)
     app.include_router(api)
@@ -98,5 +98,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

@@ -56,6 +56,15 @@ async def get_principal(
 
 CurrentUser = Annotated[Principal, Depends(get_principal)]
 
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def limit_writes(request: Request, principal: CurrentUser) -> None:
+    """Per-user rate limit on write endpoints (`RATE_LIMIT_PER_MINUTE`, off at 0)."""
+    if request.method in WRITE_METHODS:
+        runtime: Runtime = request.app.state.runtime
+        await runtime.rate_limiter.check(principal.user_id)
+
 
 async def require_admin(principal: CurrentUser) -> Principal:
     if not principal.is_admin:

@@ -7,9 +7,11 @@ import time
 import uuid
 
 import structlog
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import metrics
+from app.core.errors import PayloadTooLargeError
 from app.core.logging import get_logger
 
 log = get_logger("access")
@@ -18,8 +20,9 @@ VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,7 +43,10 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if _declared_length(scope) > self.max_body_bytes:
+                await _too_large(self.max_body_bytes)(scope, receive, send_with_id)
+            else:
+                await self.app(scope, _limited(receive, self.max_body_bytes), send_with_id)
         finally:
             self._account(scope, status, time.perf_counter() - started)
 
@@ -60,6 +66,39 @@ class RequestContextMiddleware:
             duration_ms=round(duration * 1000, 2),
             user_id=user_id,
         )
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """Count the bytes of a body sent without a Content-Length, and stop past the limit."""
+    received = 0
+
+    async def counting_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
+        return message
+
+    return counting_receive
+
+
+def _too_large(limit: int) -> JSONResponse:
+    body = {
+        "type": "https://errors.evently.dev/payload_too_large",
+        "title": "Payload Too Large",
+        "status": 413,
+        "detail": f"The request body is larger than {limit} bytes",
+        "code": "payload_too_large",
+    }
+    return JSONResponse(body, status_code=413, media_type="application/problem+json")
 
 
 def _request_id(scope: Scope) -> str:

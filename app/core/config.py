@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
 
     rate_limit_per_minute: int = Field(0, ge=0)
+    max_body_bytes: int = Field(65_536, ge=1024)
     shutdown_timeout_seconds: float = Field(20.0, gt=0)
     background_tasks_enabled: bool = True
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
+from app.core.rate_limit import WriteRateLimiter
 from app.core.revocation import RevocationChecker
 from app.core.security import TokenVerifier
 from app.db.lock import EventLocks
@@ -32,6 +33,7 @@ class Runtime:
     locks: EventLocks = field(init=False)
     tokens: TokenVerifier = field(init=False)
     revocations: RevocationChecker = field(init=False)
+    rate_limiter: WriteRateLimiter = field(init=False)
     cache: AvailabilityCache = field(init=False)
     feed: AvailabilityFeed = field(init=False)
     batcher: BookingBatcher = field(init=False)
@@ -41,6 +43,7 @@ class Runtime:
         self.locks = EventLocks(self.redis, self.settings)
         self.tokens = TokenVerifier(self.settings)
         self.revocations = RevocationChecker(self.settings, self.redis)
+        self.rate_limiter = WriteRateLimiter(self.redis, self.settings.rate_limit_per_minute)
         self.cache = AvailabilityCache(self.redis, self.settings.availability_cache_ttl_seconds)
         self.feed = AvailabilityFeed(self.redis)
 
