@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -58,16 +58,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        runtime.feed.close()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with suppress(asyncio.CancelledError):
-                await task
-        await runtime.batcher.close()
-        await runtime.redis.close()
-        await runtime.engine.dispose()
-        log.info("service_stopped")
+        await _shut_down(runtime, relay, tasks)
+
+
+async def _shut_down(runtime: Runtime, relay: OutboxRelay, tasks: list[asyncio.Task[None]]) -> None:
+    """Stop background work, finish the batch in flight, close the pools, within the time set."""
+    budget = runtime.settings.shutdown_timeout_seconds
+    log.info("service_stopping")
+    runtime.feed.close()
+    relay.stop()
+    for task in tasks:
+        task.cancel()
+    _, stuck = await asyncio.wait(tasks, timeout=budget / 2) if tasks else (set(), set())
+    if stuck:
+        log.warning("background_tasks_not_stopped", tasks=[task.get_name() for task in stuck])
+    try:
+        await asyncio.wait_for(runtime.batcher.close(), timeout=budget / 2)
+    except TimeoutError:
+        log.warning("booking_batch_not_finished")
+    await runtime.redis.close()
+    await runtime.engine.dispose()
+    log.info("service_stopped")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -37,6 +37,12 @@ class OutboxRelay:
         self._runtime = runtime
         self._wake = asyncio.Event()
         self._last_retention = 0.0
+        self._stopping = False
+
+    def stop(self) -> None:
+        """No new batch after the one in flight (shutdown)."""
+        self._stopping = True
+        self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -44,11 +50,12 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish waiting messages until none is left; returns how many were published."""
         published = 0
-        while True:
+        while not self._stopping:
             batch = await self._publish_batch()
             published += batch
             if batch < self._runtime.settings.outbox_batch_size:
                 return published
+        return published
 
     async def _publish_batch(self) -> int:
         settings = self._runtime.settings
@@ -116,7 +123,7 @@ class OutboxRelay:
         """The background loop: publish on wake-up or every OUTBOX_POLL_SECONDS."""
         loop = asyncio.get_running_loop()
         failures = 0
-        while True:
+        while not self._stopping:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._runtime.settings.outbox_poll_seconds)
             self._wake.clear()

@@ -1,0 +1,63 @@
+"""Real service processes (`python main.py`) for restart, shutdown and multi-instance tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServiceProcess:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "main.py"], cwd=ROOT, env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"service exited: {self.process.stderr.read().decode() if self.process.stderr else ''}"
+                )
+            try:
+                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("service did not start")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait; returns the exit status."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+def service_env(settings_overrides: dict[str, str]) -> dict[str, str]:
+    return {"LOG_LEVEL": "WARNING", **settings_overrides}
