@@ -22,11 +22,14 @@ class ServiceProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self._env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.process: subprocess.Popen[bytes] | None = None
+        # A file, not a pipe: nobody reads a pipe while the service runs, and a full pipe would block it.
+        self.log = Path(tempfile.mkstemp(prefix="service-", suffix=".log")[1])
 
     def start(self, timeout: float = 30.0) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "main.py"], cwd=ROOT, env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "main.py"], cwd=ROOT, env=self._env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

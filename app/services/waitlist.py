@@ -16,7 +16,7 @@ from app.core.security import Principal
 from app.models.booking import Booking
 from app.models.enums import BookingStatus, PaymentStatus, WaitlistStatus
 from app.models.waitlist import WaitlistEntry
-from app.schemas.waitlist import WaitlistJoin
+from app.schemas.waitlist import WaitlistEntryRead, WaitlistJoin
 from app.services import audit, idempotency, outbox
 from app.services.audit import Actor
 from app.services.booking_batcher import new_booking_reference
@@ -41,10 +41,11 @@ class AlreadyWaitlistedError(ConflictError):
 
 async def join(
     runtime: Runtime, principal: Principal, data: WaitlistJoin, claim: idempotency.Claim | None
-) -> WaitlistEntry:
+) -> WaitlistEntryRead:
+    """Join the line; the answer carries the entry's position."""
     check_quantity(runtime, data.quantity)
 
-    async def operation(session: AsyncSession) -> WaitlistEntry:
+    async def operation(session: AsyncSession) -> WaitlistEntryRead:
         now = clock.now()
         event = await get_event(session, data.event_id)
         if not event.sales_open:
@@ -72,9 +73,9 @@ async def join(
             audit.audit_row(Actor.of(principal), "waitlist.joined", "waitlist_entry", entry.id, now, after=after),
         )
         await outbox.enqueue(session, now, outbox.waitlist_message("WaitlistJoined", after, now))
-        body = dict(after, position=await position(session, entry))
-        await idempotency.store_in(session, claim, 201, body)
-        return entry
+        joined = WaitlistEntryRead.model_validate(entry).model_copy(update={"position": await position(session, entry)})
+        await idempotency.store_in(session, claim, 201, joined.model_dump(mode="json"))
+        return joined
 
     return await run_locked(runtime, data.event_id, operation)
 

@@ -23,15 +23,8 @@ EntryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
     responses=problems(400, 404, 409, 503),
     summary="Join an event's waitlist (only when not enough seats are open)",
 )
-async def join(body: WaitlistJoin, runtime: RuntimeDep, user: CurrentUser, guard: Idempotency) -> object:
-    async def operation(claim: object) -> WaitlistEntryRead:
-        entry = await waitlist.join(runtime, user, body, claim)  # type: ignore[arg-type]
-        async with runtime.sessionmaker() as session:
-            return WaitlistEntryRead.model_validate(entry).model_copy(
-                update={"position": await waitlist.position(session, entry)}
-            )
-
-    return await guard.run(operation)
+async def join(body: WaitlistJoin, user: CurrentUser, guard: Idempotency) -> object:
+    return await guard.run(lambda claim: waitlist.join(guard.runtime, user, body, claim))
 
 
 @router.get("/", response_model=Page[WaitlistEntryRead], responses=problems(), summary="List your waitlist entries")
