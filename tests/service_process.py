@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,9 +34,7 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"service exited: {self.process.stderr.read().decode() if self.process.stderr else ''}"
-                )
+                raise RuntimeError(f"service exited: {self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
                     return
@@ -54,12 +53,14 @@ class ServiceProcess:
         self.process.kill()
         self.process.wait(10)
 
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
+        self.log.unlink(missing_ok=True)
 
 
 def service_env(settings_overrides: dict[str, str]) -> dict[str, str]:
