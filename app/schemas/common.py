@@ -12,6 +12,7 @@ T = TypeVar("T")
 # Money travels as a decimal string ("49.90"), never as a float.
 Money = Annotated[Decimal, PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json")]
 MAX_PAGE_SIZE = 100
+MAX_OFFSET = 1_000_000_000
 
 
 class Page(BaseModel, Generic[T]):
@@ -23,7 +24,7 @@ class Page(BaseModel, Generic[T]):
 
 class PageParams(BaseModel):
     limit: int = Field(20, ge=1, le=MAX_PAGE_SIZE)
-    offset: int = Field(0, ge=0, le=10_000_000)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class Problem(BaseModel):

@@ -129,7 +129,14 @@ class BookingBatcher:
         for request in batch:
             by_event.setdefault(request.event_id, []).append(request)
         try:
-            return await run_locked(self._runtime, list(by_event), lambda session: self._book(session, by_event))
+            # A single event's row is locked only by the capacity UPDATE at the end (the hot path);
+            # several events' rows are locked first, in event order, against deadlocks.
+            return await run_locked(
+                self._runtime,
+                list(by_event),
+                lambda session: self._book(session, by_event),
+                rows_first=len(by_event) > 1,
+            )
         except Exception as exc:  # every waiting request gets the batch's failure
             if not isinstance(exc, AppError):
                 log.exception("booking_batch_failed", size=len(batch))

@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from app.core import metrics
 from app.core.errors import InsufficientCapacityError, NotFoundError, SalesClosedError, VersionConflictError
@@ -107,14 +108,35 @@ async def shift_seats(
 
 
 async def run_locked(
-    runtime: Runtime, event_ids: int | Sequence[int], operation: Callable[[AsyncSession], Awaitable[T]]
+    runtime: Runtime,
+    event_ids: int | Sequence[int],
+    operation: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    rows_first: bool = True,
 ) -> T:
-    """Run `operation` in one transaction under the events' locks, retrying stale versions."""
+    """Run `operation` in one transaction under the events' locks, retrying stale versions.
+
+    With `rows_first` the transaction starts by locking the events' rows in event order, before
+    touching any booking, hold or waitlist row. Every writer taking its rows in that one order is
+    what keeps PostgreSQL free of deadlocks when the Redis lock is not there to serialise them
+    (Redis down, or one instance's breaker open while another's is closed).
+    """
     settings = runtime.settings
-    ids = [event_ids] if isinstance(event_ids, int) else list(event_ids)
+    ids = sorted({event_ids} if isinstance(event_ids, int) else set(event_ids))
+
+    async def locked_operation(session: AsyncSession) -> T:
+        if rows_first:
+            await session.execute(
+                select(EventAvailability.event_id)
+                .where(EventAvailability.event_id.in_(ids))
+                .order_by(EventAvailability.event_id)
+                .with_for_update()
+            )
+        return await operation(session)
+
     async with runtime.sessionmaker() as session:
         async with runtime.locks.hold(ids):
-            result = await _with_retries(session, settings.version_conflict_retries, operation)
+            result = await _with_retries(session, settings.version_conflict_retries, locked_operation)
         # After the lock: the cache compares versions, so the order writers get here in is harmless.
         await runtime.after_commit(session)
     return result
@@ -125,7 +147,7 @@ async def _with_retries(session: AsyncSession, retries: int, operation: Callable
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(retries + 1),
             wait=wait_random_exponential(multiplier=0.005, max=0.1),
-            retry=retry_if_exception_type((StaleVersion, StaleDataError)),
+            retry=retry_if_exception(_is_transient),
             before_sleep=lambda _state: metrics.VERSION_CONFLICT_RETRIES.inc(),
             reraise=True,
         ):
@@ -136,6 +158,16 @@ async def _with_retries(session: AsyncSession, retries: int, operation: Callable
     except (StaleVersion, StaleDataError) as exc:
         raise VersionConflictError("The event changed concurrently; please retry") from exc
     raise AssertionError("unreachable: the retry loop returns or raises")
+
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction may simply be run again.
+TRANSIENT_SQLSTATES = {"40P01", "40001"}
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, StaleVersion | StaleDataError):
+        return True
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 def note_hold_expiry(session: AsyncSession, event_id: int, expires_at: datetime) -> None:

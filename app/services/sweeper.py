@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
 from app.core.clock import clock
+from app.core.errors import AppError
 from app.core.logging import get_logger
 from app.models.booking import Booking
 from app.models.enums import BookingStatus, ReservationStatus, WaitlistStatus
@@ -176,6 +177,8 @@ async def run_sweeper(runtime: Runtime) -> None:
             await sweep_once(runtime)
         except asyncio.CancelledError:
             raise
+        except AppError as exc:  # an event busy, a conflict: the next pass tries again
+            log.warning("sweeper_pass_incomplete", code=exc.code)
         except Exception:
             log.exception("sweeper_pass_failed")
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)

@@ -20,7 +20,7 @@ from app.schemas.admin import (
 )
 from app.schemas.availability import EventAvailabilityRead, EventAvailabilityUpsert
 from app.schemas.booking import BookingRead
-from app.schemas.common import MAX_PAGE_SIZE, Page
+from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
 from app.schemas.waitlist import WaitlistAdminUpdate, WaitlistEntryRead
 from app.services import audit, availability, bookings, waitlist
 from app.services.audit import Actor, AuditFilter
@@ -28,7 +28,7 @@ from app.services.audit import Actor, AuditFilter
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=problems(403))
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 OptionalId = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
 
 

@@ -8,7 +8,7 @@ from app.api.deps import CurrentUser, Idempotency, RuntimeDep, SessionDep
 from app.api.v1.responses import problems
 from app.models.enums import BookingStatus
 from app.schemas.booking import BookingCreate, BookingRead, BookingStatusRead
-from app.schemas.common import MAX_PAGE_SIZE, Page
+from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
 from app.schemas.payment import PaymentIntent, PaymentStart
 from app.services import bookings, payments
 
@@ -35,7 +35,7 @@ async def list_bookings(
     session: SessionDep,
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status_filter: Annotated[BookingStatus | None, Query(alias="status")] = None,
     event_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> Page[BookingRead]:

@@ -27,7 +27,7 @@ class MalformedWebhookError(AppError):
 @router.post(
     "/webhook",
     response_model=WebhookResult,
-    responses=dict.fromkeys((401, 404, 409, 422, 503), PROBLEM),
+    responses=dict.fromkeys((401, 404, 409, 413, 422, 503), PROBLEM),
     summary="Payment outcome from the provider (signed)",
     description="Header `Evently-Signature: t=<unix seconds>,v1=<hex>`, where `<hex>` is HMAC-SHA256 "
     "with PAYMENT_WEBHOOK_SECRET over `<t>.<raw body>`; timestamps more than "

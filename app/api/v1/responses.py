@@ -8,4 +8,5 @@ PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return dict.fromkeys((401, 422, *statuses), PROBLEM)
+    """Problem answers a route can give: its own, plus those any authenticated route can give."""
+    return dict.fromkeys((400, 401, 413, 422, 429, *statuses), PROBLEM)

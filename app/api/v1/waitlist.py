@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Query, status
 from app.api.deps import CurrentUser, Idempotency, RuntimeDep, SessionDep
 from app.api.v1.responses import problems
 from app.schemas.booking import BookingRead
-from app.schemas.common import MAX_PAGE_SIZE, Page
+from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
 from app.schemas.waitlist import WaitlistEntryRead, WaitlistJoin
 from app.services import waitlist
 from app.services.audit import Actor
@@ -32,7 +32,7 @@ async def list_entries(
     session: SessionDep,
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[WaitlistEntryRead]:
     rows, total = await waitlist.list_entries(session, waitlist.WaitlistFilter(user_id=user.user_id), limit, offset)
     items = [WaitlistEntryRead.model_validate(e).model_copy(update={"position": p}) for e, p in rows]
