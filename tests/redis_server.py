@@ -39,8 +39,11 @@ class ThrowawayRedis:
                 "127.0.0.1",
                 "--save",
                 "",
+                # Persistent like a production Redis: what was delivered before a crash is still there.
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "always",
                 "--dir",
                 self._dir,
             ],
