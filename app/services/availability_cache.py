@@ -54,15 +54,31 @@ class AvailabilityCache:
         self, figures: dict[str, Any], hold_expiry: datetime | float | None, *, reset: bool = False
     ) -> None:
         """Store figures unless a newer version is cached. `reset` replaces `checked_until`."""
-        expiry = hold_expiry.timestamp() if isinstance(hold_expiry, datetime) else hold_expiry
-        args = [json.dumps(figures), figures["version"], self._ttl, -1 if expiry is None else expiry, int(reset)]
+        await self.store_many([(figures, hold_expiry)], reset=reset)
+
+    async def store_many(
+        self, entries: list[tuple[dict[str, Any], datetime | float | None]], *, reset: bool = False
+    ) -> None:
+        """Store several events' figures in one round trip (a batch may touch many events)."""
+
+        async def send(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            for figures, hold_expiry in entries:
+                expiry = hold_expiry.timestamp() if isinstance(hold_expiry, datetime) else hold_expiry
+                args = [
+                    json.dumps(figures),
+                    figures["version"],
+                    self._ttl,
+                    -1 if expiry is None else expiry,
+                    int(reset),
+                ]
+                await self._store(keys=[self._key(figures["event_id"])], args=args, client=pipe)
+            await pipe.execute()
+
         try:
-            await self._gateway.call(
-                "cache_store",
-                lambda client: self._store(keys=[self._key(figures["event_id"])], args=args, client=client),
-            )
+            await self._gateway.call("cache_store", send)
         except RedisUnavailable:
-            log.info("availability_cache_write_skipped", event_id=figures["event_id"])
+            log.info("availability_cache_write_skipped", events=len(entries))
 
     async def load(self, event_id: int, now: datetime) -> dict[str, Any] | None:
         """Cached figures still valid at `now`, or None (miss, lapsed check, or Redis down)."""

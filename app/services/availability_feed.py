@@ -24,11 +24,19 @@ class AvailabilityFeed:
         self.channel = gateway.key("availability-feed")
         self._clients: dict[int, set[asyncio.Queue[dict[str, Any] | None]]] = {}
 
-    async def publish(self, figures: dict[str, Any]) -> None:
+    async def publish(self, updates: list[dict[str, Any]]) -> None:
+        """Announce events' new figures, all in one round trip."""
+
+        async def send(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            for figures in updates:
+                pipe.publish(self.channel, json.dumps(figures))
+            await pipe.execute()
+
         try:
-            await self._gateway.call("feed_publish", lambda client: client.publish(self.channel, json.dumps(figures)))
+            await self._gateway.call("feed_publish", send)
         except RedisUnavailable:
-            log.info("availability_feed_publish_skipped", event_id=figures["event_id"])
+            log.info("availability_feed_publish_skipped", events=len(updates))
 
     def subscribe(self, event_id: int) -> asyncio.Queue[dict[str, Any] | None]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(CLIENT_QUEUE_SIZE)

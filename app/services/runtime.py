@@ -54,7 +54,8 @@ class Runtime:
                 wake()
         events: dict[int, EventAvailability] = session.info.pop("events", {})
         expiries: dict[int, datetime] = session.info.pop("hold_expiries", {})
-        for event in events.values():
-            figures = EventAvailabilityRead.model_validate(event).model_dump(mode="json")
-            await self.cache.store(figures, expiries.get(event.event_id))
-            await self.feed.publish(figures)
+        if not events:
+            return
+        updates = [EventAvailabilityRead.model_validate(event).model_dump(mode="json") for event in events.values()]
+        await self.cache.store_many([(figures, expiries.get(figures["event_id"])) for figures in updates])
+        await self.feed.publish(updates)
