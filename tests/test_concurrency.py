@@ -42,3 +42,15 @@ async def test_redis_unreachable_bookings_stay_correct(database_url: str, db: As
     assert await count(db, "bookings") == 50
     assert health.status_code == 200 and health.json()["status"] == "degraded"
     await assert_invariant(db)
+
+
+async def test_a_lock_held_elsewhere_is_waited_for_then_released(settings: Settings) -> None:
+    async with running_app(settings) as api:
+        await api.create_event(1, capacity=50)
+        await api.create_event(2, capacity=50)
+        redis = api.runtime.redis.client
+        held_elsewhere = api.runtime.redis.key("lock", "event", 2)
+        await redis.set(held_elsewhere, "another-instance", px=300)
+        responses = await asyncio.gather(api.book(5, 1), api.book(6, 2))
+        assert [r.status_code for r in responses] == [201, 201]
+        assert await redis.exists(api.runtime.redis.key("lock", "event", 1), held_elsewhere) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -96,3 +98,12 @@ async def test_rate_limit_on_writes(database_url: str, redis_url: str) -> None:
         assert limited.json()["code"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
         assert (await api.client.get("/api/v1/bookings/", headers=api.headers(5))).status_code == 200
         assert (await api.book(6, 1)).status_code == 201  # another user has their own budget
+
+
+async def test_nul_characters_are_refused_without_hurting_others(api: Api, db: AsyncConnection) -> None:
+    await api.create_event(1, capacity=5)
+    poisoned, fine = await asyncio.gather(api.book(5, 1, 1, notes="bad\x00note"), api.book(6, 1, 1, notes="fine"))
+    assert poisoned.status_code == 422 and fine.status_code == 201
+    in_filter = await api.client.get("/api/v1/admin/audit/", params={"action": "a\x00b"}, headers=api.admin())
+    assert in_filter.status_code == 422 and in_filter.json()["code"] == "invalid_value"
+    assert await count(db, "bookings") == 1

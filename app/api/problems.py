@@ -92,6 +92,20 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+async def database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A value PostgreSQL cannot take (SQLSTATE class 22, e.g. a NUL in a query filter) is the
+    client's mistake; a lost connection is 503; anything else is a bug."""
+    assert isinstance(exc, DBAPIError)
+    if _is_connection_failure(exc):
+        return await database_unavailable(request, exc)
+    if str(getattr(exc.orig, "sqlstate", "") or "").startswith("22"):
+        log.warning("database_rejected_value", sqlstate=getattr(exc.orig, "sqlstate", None))
+        return problem(
+            422, "invalid_value", "Unprocessable Content", "A value in the request cannot be stored", request
+        )
+    return await unhandled(request, exc)
+
+
 async def unhandled(request: Request, exc: Exception) -> JSONResponse:
     if _is_connection_failure(exc):
         return await database_unavailable(request, exc)
@@ -111,4 +125,5 @@ def register(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     for db_error in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionRefusedError):
         app.add_exception_handler(db_error, database_unavailable)
+    app.add_exception_handler(DBAPIError, database_error)
     app.add_exception_handler(Exception, unhandled)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
-from redis.exceptions import LockError
 
 from app.core import metrics
 from app.core.config import Settings
@@ -93,7 +94,7 @@ async def event_locks(gateway: RedisGateway, settings: Settings, event_ids: Iter
     locks = {event_id: _lock(gateway, settings, event_id) for event_id in sorted(set(event_ids))}
     started = time.perf_counter()
     try:
-        await gateway.call("lock_acquire", lambda _client: _acquire_all(locks))
+        await gateway.call("lock_acquire", lambda client: _acquire_all(client, locks))
     except RedisUnavailable:
         metrics.LOCK_ACQUISITIONS.labels("redis_unavailable").inc(len(locks))
         log.warning("event_lock_skipped_redis_unavailable", event_ids=list(locks))
@@ -107,30 +108,55 @@ async def event_locks(gateway: RedisGateway, settings: Settings, event_ids: Iter
         await _release_all(gateway, locks)
 
 
-async def _acquire_all(locks: dict[int, Lock]) -> None:
-    held = await asyncio.gather(*(lock.acquire(blocking=False) for lock in locks.values()))
+async def _acquire_all(client: Redis, locks: dict[int, Lock]) -> None:
+    held = await _try_all_at_once(client, locks)
     if all(held):
         return
-    await asyncio.gather(*(lock.release() for lock, ok in zip(locks.values(), held, strict=True) if ok))
+    await _release_held(client, [lock for lock, ok in zip(locks.values(), held, strict=True) if ok])
     taken: list[Lock] = []
     for event_id, lock in locks.items():
         if not await lock.acquire():
-            await asyncio.gather(*(t.release() for t in taken))
+            await _release_held(client, taken)
             metrics.LOCK_ACQUISITIONS.labels("timeout").inc()
             raise LockTimeoutError(event_id)
         taken.append(lock)
 
 
-async def _release(gateway: RedisGateway, lock: Lock) -> None:
-    await gateway.call("lock_release", lambda _client: lock.release())
+async def _try_all_at_once(client: Redis, locks: dict[int, Lock]) -> list[bool]:
+    """Lock.acquire(blocking=False) for every lock, in one pipeline instead of one round trip each.
+
+    It does what redis-py's `Lock.do_acquire` does (SET NX PX with a fresh token) and records the
+    token where the Lock keeps it, so `Lock.release()` works as usual afterwards.
+    """
+    pipe = client.pipeline(transaction=False)
+    tokens = {event_id: uuid.uuid1().hex.encode() for event_id in locks}
+    for event_id, lock in locks.items():
+        pipe.set(lock.name, tokens[event_id], nx=True, px=int((lock.timeout or 0) * 1000) or None)
+    results = await pipe.execute()
+    for (event_id, lock), ok in zip(locks.items(), results, strict=True):
+        if ok:
+            lock.local.token = tokens[event_id]
+    return [bool(ok) for ok in results]
+
+
+async def _release_held(client: Redis, locks: list[Lock]) -> list[bool]:
+    """Lock.release() for every lock, in one pipeline; answers which were still owned."""
+    if not locks:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for lock in locks:
+        assert lock.lua_release is not None  # registered when the Lock was made
+        await lock.lua_release(keys=[lock.name], args=[lock.local.token], client=pipe)
+        lock.local.token = None
+    return [bool(owned) for owned in await pipe.execute()]
 
 
 async def _release_all(gateway: RedisGateway, locks: dict[int, Lock]) -> None:
-    results = await asyncio.gather(*(_release(gateway, lock) for lock in locks.values()), return_exceptions=True)
-    for event_id, result in zip(locks, results, strict=True):
-        if isinstance(result, LockError):
+    try:
+        owned = await gateway.call("lock_release", lambda client: _release_held(client, list(locks.values())))
+    except RedisUnavailable:
+        log.warning("event_lock_release_failed_redis_unavailable", event_ids=list(locks))
+        return
+    for event_id, still_owned in zip(locks, owned, strict=True):
+        if not still_owned:
             log.warning("event_lock_expired_before_release", event_id=event_id)
-        elif isinstance(result, RedisUnavailable):
-            log.warning("event_lock_release_failed_redis_unavailable", event_id=event_id)
-        elif isinstance(result, BaseException):
-            raise result

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from app.schemas.availability import EventAvailabilityRead
 from app.schemas.booking import BookingRead
-from app.schemas.common import ORMModel
+from app.schemas.common import ORMModel, Text
 
 
 class AuditEntryRead(ORMModel):
@@ -28,11 +28,11 @@ class AdminBookingRead(BookingRead):
 
 
 class ConfirmRequest(BaseModel):
-    note: str | None = Field(None, max_length=1000)
+    note: Text | None = Field(None, max_length=1000)
 
 
 class RefundRequest(BaseModel):
-    reason: str | None = Field(None, max_length=1000)
+    reason: Text | None = Field(None, max_length=1000)
 
 
 class EventOverviewRead(EventAvailabilityRead):

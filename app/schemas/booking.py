@@ -5,15 +5,15 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.models.enums import BookingStatus, PaymentStatus
-from app.schemas.common import Money, ORMModel
+from app.schemas.common import Money, ORMModel, Text
 
 
 class BookingCreate(BaseModel):
     event_id: int = Field(ge=1, le=2**63 - 1)
     quantity: int = Field(ge=1, description="Tickets; at most MAX_TICKETS_PER_BOOKING")
     reservation_id: int | None = Field(None, ge=1, le=2**63 - 1)
-    payment_method: str | None = Field(None, min_length=1, max_length=32)
-    notes: str | None = Field(None, max_length=1000)
+    payment_method: Text | None = Field(None, min_length=1, max_length=32)
+    notes: Text | None = Field(None, max_length=1000)
 
 
 class BookingRead(ORMModel):

@@ -5,12 +5,23 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
 T = TypeVar("T")
 
 # Money travels as a decimal string ("49.90"), never as a float.
 Money = Annotated[Decimal, PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json")]
+
+
+def _printable(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refusing it here keeps it from failing a whole batch later.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# Every free-text field of a request body.
+Text = Annotated[str, AfterValidator(_printable)]
 MAX_PAGE_SIZE = 100
 MAX_OFFSET = 1_000_000_000
 

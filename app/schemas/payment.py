@@ -6,11 +6,11 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models.enums import BookingStatus, PaymentStatus
-from app.schemas.common import Money
+from app.schemas.common import Money, Text
 
 
 class PaymentStart(BaseModel):
-    payment_method: str = Field(min_length=1, max_length=32, examples=["card"])
+    payment_method: Text = Field(min_length=1, max_length=32, examples=["card"])
 
 
 class PaymentIntent(BaseModel):
@@ -33,10 +33,10 @@ class PaymentOutcome(StrEnum):
 class PaymentWebhook(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    payment_reference: str = Field(min_length=1, max_length=64)
+    payment_reference: Text = Field(min_length=1, max_length=64)
     outcome: PaymentOutcome
     amount: Decimal = Field(ge=0, le=Decimal("9999999999.99"))
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    currency: Text = Field(pattern=r"^[A-Z]{3}$")
 
 
 class WebhookResult(BaseModel):

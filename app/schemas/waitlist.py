@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.models.enums import WaitlistStatus
-from app.schemas.common import ORMModel
+from app.schemas.common import ORMModel, Text
 
 
 class WaitlistJoin(BaseModel):
@@ -36,4 +36,4 @@ class WaitlistEntryRead(ORMModel):
 class WaitlistAdminUpdate(BaseModel):
     priority: int | None = Field(None, ge=0, le=1_000_000)
     remove: bool = False
-    reason: str | None = Field(None, max_length=500)
+    reason: Text | None = Field(None, max_length=500)

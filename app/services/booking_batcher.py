@@ -129,13 +129,8 @@ class BookingBatcher:
         for request in batch:
             by_event.setdefault(request.event_id, []).append(request)
         try:
-            # A single event's row is locked only by the capacity UPDATE at the end (the hot path);
-            # several events' rows are locked first, in event order, against deadlocks.
             return await run_locked(
-                self._runtime,
-                list(by_event),
-                lambda session: self._book(session, by_event),
-                rows_first=len(by_event) > 1,
+                self._runtime, list(by_event), lambda session: self._book(session, by_event), rows_first=False
             )
         except Exception as exc:  # every waiting request gets the batch's failure
             if not isinstance(exc, AppError):
@@ -145,14 +140,17 @@ class BookingBatcher:
             return None
 
     async def _book(self, session: AsyncSession, by_event: dict[int, list[BookingRequest]]) -> dict[int, Outcome]:
-        events = {
-            event.event_id: event
-            for event in await session.scalars(
-                select(EventAvailability)
-                .where(EventAvailability.event_id.in_(by_event))
-                .execution_options(populate_existing=True)
-            )
-        }
+        read = (
+            select(EventAvailability)
+            .where(EventAvailability.event_id.in_(by_event))
+            .order_by(EventAvailability.event_id)
+            .execution_options(populate_existing=True)
+        )
+        if len(by_event) > 1:
+            # Several events: their rows are locked now, in event order, against deadlocks. A single
+            # (hot) event's row is locked only by the capacity UPDATE at the end, for the least time.
+            read = read.with_for_update()
+        events = {event.event_id: event for event in await session.scalars(read)}
         outcomes: dict[int, Outcome] = {}
         accepted: list[tuple[BookingRequest, EventAvailability]] = []
         for event_id, requests in by_event.items():
