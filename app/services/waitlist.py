@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select
@@ -13,15 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import clock
 from app.core.errors import ConflictError, InvalidTransitionError, NotFoundError, SalesClosedError
 from app.core.security import Principal
+from app.db.queries import where_equal
 from app.models.booking import Booking
-from app.models.enums import BookingStatus, PaymentStatus, WaitlistStatus
+from app.models.enums import WaitlistStatus
 from app.models.waitlist import WaitlistEntry
 from app.schemas.waitlist import WaitlistEntryRead, WaitlistJoin
 from app.services import audit, idempotency, outbox
 from app.services.audit import Actor
-from app.services.booking_batcher import new_booking_reference
-from app.services.bookings import booking_data, check_quantity
-from app.services.capacity import get_event, note_hold_expiry, run_locked, shift_seats
+from app.services.bookings import book_held_seats, booking_data, check_quantity
+from app.services.capacity import get_event, run_locked, shift_seats
 from app.services.runtime import Runtime
 from app.services.waitlist_offers import entry_data, offer_freed_seats
 
@@ -199,26 +199,9 @@ async def _book_entry(
     now: datetime,
     claim: idempotency.Claim | None,
 ) -> Booking:
-    event = await get_event(session, entry.event_id)
-    booking = Booking(
-        user_id=principal.user_id,
-        event_id=entry.event_id,
-        booking_reference=new_booking_reference(),
-        quantity=entry.quantity,
-        total_amount=event.price * entry.quantity,
-        currency=event.currency,
-        status=BookingStatus.PENDING,
-        payment_status=PaymentStatus.PENDING,
-        booking_date=now,
-        expires_at=now + timedelta(minutes=runtime.settings.booking_timeout_minutes),
-        waitlist_entry_id=entry.id,
-        created_at=now,
-        updated_at=now,
+    booking = await book_held_seats(
+        session, runtime, principal.user_id, entry.event_id, entry.quantity, now, waitlist_entry_id=entry.id
     )
-    session.add(booking)
-    await session.flush()
-    if booking.expires_at is not None:
-        note_hold_expiry(session, booking.event_id, booking.expires_at)
     before = entry_data(entry)
     entry.status, entry.booked_at, entry.booking_id, entry.updated_at = (
         WaitlistStatus.BOOKED,
@@ -272,14 +255,10 @@ class WaitlistFilter:
 
 
 def _filtered(query: Select[Any], flt: WaitlistFilter) -> Select[Any]:
-    for column, value in (
-        (WaitlistEntry.user_id, flt.user_id),
-        (WaitlistEntry.event_id, flt.event_id),
-        (WaitlistEntry.status, flt.status),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    return query
+    return where_equal(
+        query,
+        {WaitlistEntry.user_id: flt.user_id, WaitlistEntry.event_id: flt.event_id, WaitlistEntry.status: flt.status},
+    )
 
 
 async def list_entries(
