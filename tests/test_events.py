@@ -147,6 +147,18 @@ async def test_two_relays_publish_each_message_once(settings: Settings, redis: R
     assert len(ids) == len(set(ids)) == 201
 
 
+async def test_a_repeated_batch_reaches_the_stream_once(api: Api, db: AsyncConnection, redis: Redis) -> None:
+    await api.create_event(1, capacity=5)
+    await api.book(5, 1)
+    assert await relay_of(api).publish_pending() == 2
+    await db.rollback()
+    await db.execute(text("UPDATE outbox SET published_at = NULL"))  # as if the marking never committed
+    await db.commit()
+    assert await relay_of(api).publish_pending() == 2
+    ids = [m["id"] for m in await stream_messages(redis, api.settings.events_stream)]
+    assert len(ids) == len(set(ids)) == 2
+
+
 async def test_relay_wakes_after_commit(database_url: str, redis_url: str, redis: Redis) -> None:
     settings = make_settings(database_url, redis_url, background_tasks_enabled=True, outbox_poll_seconds=30)
     async with running_app(settings) as api:

@@ -67,6 +67,7 @@ async def test_refusal_is_replayed_too(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=5)
     second = await api.client.post("/api/v1/bookings/", json=body, headers=headers)
     assert first.status_code == second.status_code == 409
+    assert first.json() == second.json() and second.headers["content-type"].startswith("application/problem+json")
     assert await count(db, "bookings") == 0
 
 

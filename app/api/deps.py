@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.problems import PROBLEM_JSON, problem_body
 from app.core.clock import clock
 from app.core.errors import AppError, ForbiddenError, UnauthorizedError
 from app.core.logging import get_logger
@@ -78,36 +79,34 @@ AdminUser = Annotated[Principal, Depends(require_admin)]
 class IdempotencyGuard:
     """Runs a creating operation at most once per `Idempotency-Key` (SPEC section 4)."""
 
-    def __init__(self, runtime: Runtime, principal: Principal, key: str | None, fingerprint: str) -> None:
+    def __init__(self, runtime: Runtime, principal: Principal, key: str | None, fingerprint: str, path: str) -> None:
         self.runtime = runtime
-        self._runtime = runtime
         self._principal = principal
         self._key = key
         self._fingerprint = fingerprint
+        self._path = path
 
-    async def run(
-        self, operation: Callable[[idempotency.Claim | None], Awaitable[T]], status_code: int = 201
-    ) -> T | JSONResponse:
+    async def run(self, operation: Callable[[idempotency.Claim | None], Awaitable[T]]) -> T | JSONResponse:
         if not self._key:
             return await operation(None)
-        runtime = self._runtime
+        runtime = self.runtime
         ttl = timedelta(hours=runtime.settings.idempotency_ttl_hours)
         outcome = await idempotency.claim(
             runtime.sessionmaker, self._principal.user_id, self._key, self._fingerprint, clock.now(), ttl
         )
         if isinstance(outcome, idempotency.Replay):
-            return JSONResponse(outcome.body, status_code=outcome.status_code, headers={"Idempotent-Replayed": "true"})
+            media_type = PROBLEM_JSON if outcome.status_code >= 400 else "application/json"
+            return JSONResponse(
+                outcome.body,
+                status_code=outcome.status_code,
+                headers={"Idempotent-Replayed": "true"},
+                media_type=media_type,
+            )
         try:
             return await operation(outcome)
         except AppError as exc:
             if exc.status_code < 500:
-                body: dict[str, Any] = {
-                    "code": exc.code,
-                    "title": exc.title,
-                    "status": exc.status_code,
-                    "detail": exc.detail,
-                    **exc.extra,
-                }
+                body = problem_body(exc.status_code, exc.code, exc.title, exc.detail, self._path, **exc.extra)
                 await idempotency.store(runtime.sessionmaker, outcome, exc.status_code, jsonable_encoder(body))
             else:
                 await idempotency.release(runtime.sessionmaker, outcome)
@@ -127,7 +126,7 @@ async def get_idempotency(
 ) -> IdempotencyGuard:
     body = await request.body() if idempotency_key else b""
     fingerprint = idempotency.request_fingerprint(request.method, request.url.path, body)
-    return IdempotencyGuard(request.app.state.runtime, principal, idempotency_key, fingerprint)
+    return IdempotencyGuard(request.app.state.runtime, principal, idempotency_key, fingerprint, request.url.path)
 
 
 Idempotency = Annotated[IdempotencyGuard, Depends(get_idempotency)]

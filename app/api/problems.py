@@ -30,6 +30,20 @@ HTTP_CODES = {
 }
 
 
+def problem_body(status: int, code: str, title: str, detail: str, instance: str | None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"https://errors.evently.dev/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if instance is not None:
+        body["instance"] = instance
+    body.update(extra)
+    return body
+
+
 def problem(
     status: int,
     code: str,
@@ -39,16 +53,7 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": f"https://errors.evently.dev/{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    if request is not None:
-        body["instance"] = request.url.path
-    body.update(extra)
+    body = problem_body(status, code, title, detail, request.url.path if request else None, **extra)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 

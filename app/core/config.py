@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(2.0, gt=0)
     outbox_batch_size: int = Field(500, ge=1)
     outbox_retention_hours: float = Field(72, gt=0)
+    outbox_dedup_seconds: int = Field(900, ge=1)
     availability_cache_ttl_seconds: int = Field(300, ge=1)
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
 

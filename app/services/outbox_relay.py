@@ -32,6 +32,18 @@ RELAY_LOCK_KEY = 0x6576_656E_746C_79  # "evently": one advisory lock for the rel
 RETENTION_EVERY_SECONDS = 60.0
 TYPE_BY_KIND = {kind: message_type for message_type, kind in KIND_BY_TYPE.items()}
 
+# A batch that reached Redis but was not marked published (the relay died, PostgreSQL went away)
+# is sent again; this remembers each message id for OUTBOX_DEDUP_SECONDS so the repeat is dropped,
+# and each message reaches the channel and the Stream once.
+# KEYS: sent-marker, stream. ARGV: channel, body, id, type, event_id, stream maxlen, marker ttl.
+PUBLISH_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[7])) then return 0 end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*',
+           'id', ARGV[3], 'type', ARGV[4], 'event_id', ARGV[5], 'data', ARGV[2])
+return 1
+"""
+
 
 class OutboxRelay:
     def __init__(self, runtime: Runtime) -> None:
@@ -39,6 +51,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._last_retention = 0.0
         self._stopping = False
+        self._publish_once = runtime.redis.client.register_script(PUBLISH_ONCE)
 
     def stop(self) -> None:
         """No new batch after the one in flight (shutdown)."""
@@ -92,19 +105,21 @@ class OutboxRelay:
 
     async def _send(self, client: Any, rows: Sequence[Any]) -> None:
         settings = self._runtime.settings
+        gateway = self._runtime.redis
         pipe = client.pipeline(transaction=False)
         for row in rows:
-            pipe.publish(f"{settings.events_channel_prefix}:{row.kind}", row.body)
-            pipe.xadd(
-                settings.events_stream,
-                {
-                    "id": str(row.message_id),
-                    "type": TYPE_BY_KIND.get(row.kind, row.kind),
-                    "event_id": str(row.event_id),
-                    "data": row.body,
-                },
-                maxlen=settings.events_stream_maxlen,
-                approximate=True,
+            await self._publish_once(
+                keys=[gateway.key("outbox-sent", row.message_id), settings.events_stream],
+                args=[
+                    f"{settings.events_channel_prefix}:{row.kind}",
+                    row.body,
+                    str(row.message_id),
+                    TYPE_BY_KIND.get(row.kind, row.kind),
+                    str(row.event_id),
+                    settings.events_stream_maxlen,
+                    settings.outbox_dedup_seconds,
+                ],
+                client=pipe,
             )
         await pipe.execute()
 
