@@ -112,7 +112,9 @@ def serve() -> int:
             child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    # Ctrl-C reaches the whole foreground process group, the service included: passing it on too
+    # would be a second Ctrl-C, which makes uvicorn quit without its graceful shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         if not _configured("DATABASE_URL", "DB_HOST"):
             env["DATABASE_URL"] = servers.start_postgres()
@@ -124,7 +126,9 @@ def serve() -> int:
         if migrated.returncode != 0:
             return migrated.returncode
         child = subprocess.Popen([sys.executable, "main.py"], env=env)
-        return child.wait()
+        status = child.wait()
+        # uvicorn re-raises the signal it shut down cleanly on: that is a normal stop, not a failure.
+        return 0 if status in (-signal.SIGTERM, -signal.SIGINT) else status
     finally:
         servers.stop()
 
