@@ -107,14 +107,13 @@ def serve() -> int:
     env = dict(os.environ)
     child: subprocess.Popen[bytes] | None = None
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        if child is not None and child.poll() is None:
+    def on_sigterm(signum: int, _frame: FrameType | None) -> None:
+        if child is None:
+            raise SystemExit(1)  # still starting: stop the servers on the way out
+        if child.poll() is None:
             child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    # Ctrl-C reaches the whole foreground process group, the service included: passing it on too
-    # would be a second Ctrl-C, which makes uvicorn quit without its graceful shutdown.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if not _configured("DATABASE_URL", "DB_HOST"):
             env["DATABASE_URL"] = servers.start_postgres()
@@ -126,6 +125,9 @@ def serve() -> int:
         if migrated.returncode != 0:
             return migrated.returncode
         child = subprocess.Popen([sys.executable, "main.py"], env=env)
+        # Ctrl-C reaches the whole foreground process group, the service included: passing it on
+        # would be a second Ctrl-C, which makes uvicorn quit without its graceful shutdown.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         status = child.wait()
         # uvicorn re-raises the signal it shut down cleanly on: that is a normal stop, not a failure.
         return 0 if status in (-signal.SIGTERM, -signal.SIGINT) else status
