@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
 from app.db.base import table_of
-from app.db.queries import where_equal
+from app.db.queries import paginate, where_equal
 from app.models.audit import AuditLog
 
 AUDIT_TABLE = table_of(AuditLog)
@@ -99,11 +99,7 @@ def _filtered(query: Select[Any], flt: AuditFilter) -> Select[Any]:
 
 
 async def list_entries(session: AsyncSession, flt: AuditFilter, limit: int, offset: int) -> tuple[list[AuditLog], int]:
-    total = await session.scalar(_filtered(select(func.count()).select_from(AuditLog), flt))
-    rows = await session.scalars(
-        _filtered(select(AuditLog), flt).order_by(AuditLog.id.desc()).limit(limit).offset(offset)
-    )
-    return list(rows), total or 0
+    return await paginate(session, _filtered(select(AuditLog), flt).order_by(AuditLog.id.desc()), limit, offset)
 
 
 async def history(session: AsyncSession, entity_type: str, entity_id: int) -> list[AuditLog]:

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, UnaryExpression, func, select
+from sqlalchemy import Select, UnaryExpression, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import clock
 from app.core.errors import BadRequestError, ConflictError, InvalidTransitionError, NotFoundError
 from app.core.security import Principal
-from app.db.queries import where_equal
+from app.db.queries import paginate, where_equal
 from app.models.booking import Booking
 from app.models.enums import BookingStatus, PaymentStatus, ReservationStatus
 from app.models.reservation import Reservation
@@ -333,8 +333,5 @@ def _filtered(query: Select[Any], flt: BookingFilter) -> Select[Any]:
 async def list_bookings(
     session: AsyncSession, flt: BookingFilter, limit: int, offset: int, sort: str = "-created_at"
 ) -> tuple[list[Booking], int]:
-    total = await session.scalar(_filtered(select(func.count()).select_from(Booking), flt))
-    rows = await session.scalars(
-        _filtered(select(Booking), flt).order_by(SORTS[sort], Booking.id.desc()).limit(limit).offset(offset)
-    )
-    return list(rows), total or 0
+    query = _filtered(select(Booking), flt).order_by(SORTS[sort], Booking.id.desc())
+    return await paginate(session, query, limit, offset)

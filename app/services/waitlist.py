@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import clock
 from app.core.errors import ConflictError, InvalidTransitionError, NotFoundError, SalesClosedError
 from app.core.security import Principal
-from app.db.queries import where_equal
+from app.db.queries import paginate, where_equal
 from app.models.booking import Booking
 from app.models.enums import WaitlistStatus
 from app.models.waitlist import WaitlistEntry
@@ -264,12 +264,8 @@ def _filtered(query: Select[Any], flt: WaitlistFilter) -> Select[Any]:
 async def list_entries(
     session: AsyncSession, flt: WaitlistFilter, limit: int, offset: int
 ) -> tuple[list[tuple[WaitlistEntry, int | None]], int]:
-    total = await session.scalar(_filtered(select(func.count()).select_from(WaitlistEntry), flt))
-    rows = await session.scalars(
-        _filtered(select(WaitlistEntry), flt)
-        .order_by(WaitlistEntry.event_id, WaitlistEntry.priority, WaitlistEntry.joined_at, WaitlistEntry.id)
-        .limit(limit)
-        .offset(offset)
+    query = _filtered(select(WaitlistEntry), flt).order_by(
+        WaitlistEntry.event_id, WaitlistEntry.priority, WaitlistEntry.joined_at, WaitlistEntry.id
     )
-    entries = [(entry, await position(session, entry)) for entry in rows]
-    return entries, total or 0
+    rows, total = await paginate(session, query, limit, offset)
+    return [(entry, await position(session, entry)) for entry in rows], total
