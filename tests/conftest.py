@@ -91,23 +91,29 @@ def settings(database_url: str, redis_url: str) -> Settings:
 TABLES = "bookings, reservations, waitlist_entries, audit_log, outbox, idempotency_keys, event_availability"
 
 
+async def _forget_run_keys(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    keys = [key async for key in redis.scan_iter(match=f"test:{RUN_ID}:*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
+
 @pytest.fixture(autouse=True)
 async def clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """Every test starts with empty tables and the real clock."""
+    """Every test starts with empty tables, no Redis keys of this run, and the real clock."""
     clock.reset()
-    if "database_url" in request.fixturenames:
-        url = request.getfixturevalue("database_url")
-        engine = create_async_engine(url)
+    uses_services = "database_url" in request.fixturenames
+    if uses_services:
+        engine = create_async_engine(request.getfixturevalue("database_url"))
         async with engine.begin() as connection:
             await connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
         await engine.dispose()
-        redis = Redis.from_url(request.getfixturevalue("redis_url"))
-        keys = [key async for key in redis.scan_iter(match=f"test:{RUN_ID}:*", count=1000)]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
+        await _forget_run_keys(request.getfixturevalue("redis_url"))
     yield
     clock.reset()
+    if uses_services:
+        await _forget_run_keys(request.getfixturevalue("redis_url"))
 
 
 class Api:
