@@ -104,7 +104,12 @@ class BookingBatcher:
                 batch = [self._queue.popleft() for _ in range(size)]
                 if size > 1:
                     self._busy_until = loop.time() + HOT_MEMORY_SECONDS
-                await self._process(batch)
+                try:
+                    await self._process(batch)
+                except Exception as exc:  # never leave a client waiting, and keep draining
+                    log.exception("booking_batch_failed", size=len(batch))
+                    for request in batch:
+                        _settle(request, exc)
         finally:
             self._drainer = None
 
@@ -120,7 +125,12 @@ class BookingBatcher:
             _settle(request, outcomes[id(request)])
 
     async def _released_lapsed(self, event_ids: set[int]) -> bool:
-        released = [await self._release_lapsed(self._runtime, event_id) for event_id in sorted(event_ids)]
+        """Expire the events' lapsed holds; a failure here only means no second look."""
+        try:
+            released = [await self._release_lapsed(self._runtime, event_id) for event_id in sorted(event_ids)]
+        except Exception:
+            log.warning("lapsed_holds_not_released", event_ids=sorted(event_ids), exc_info=True)
+            return False
         return any(released)
 
     async def _attempt(self, batch: list[BookingRequest]) -> dict[int, Outcome] | None:
