@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.config import Settings
 from tests.checks import assert_invariant, count
 from tests.conftest import make_settings, running_app
+from tests.redis_server import free_port
 
 
 def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    """A port nothing listens on."""
+    return free_port()
 
 
 async def test_two_instances_sell_exactly_capacity(settings: Settings, db: AsyncConnection) -> None:

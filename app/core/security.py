@@ -58,12 +58,8 @@ class TokenVerifier:
         return principal
 
 
-def decode_access_token(token: str, settings: Settings) -> Principal:
-    """Verify signature, algorithm and expiry, and map the claims to a principal."""
-    return _decode(token, settings)[0]
-
-
 def _decode(token: str, settings: Settings) -> tuple[Principal, float]:
+    """Verify signature, algorithm and expiry; the principal and the token's expiry."""
     try:
         claims = jwt.decode(
             token,

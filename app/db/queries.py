@@ -8,7 +8,10 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from app.db.base import Base
+
 T = TypeVar("T")
+M = TypeVar("M", bound=Base)
 
 
 def where_equal(query: Select[Any], conditions: dict[InstrumentedAttribute[Any], Any]) -> Select[Any]:
@@ -24,3 +27,13 @@ async def paginate(session: AsyncSession, query: Select[T], limit: int, offset: 
     total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     rows = await session.scalars(query.limit(limit).offset(offset))
     return list(rows), total or 0
+
+
+async def get_owned(session: AsyncSession, model: type[M], row_id: int, owner_id: int | None) -> M | None:
+    """The row with this id, fresh from the database; with `owner_id`, only if that user owns it
+    (another user's row looks like a missing one)."""
+    query = select(model).where(model.id == row_id)  # type: ignore[attr-defined]
+    if owner_id is not None:
+        query = query.where(model.user_id == owner_id)  # type: ignore[attr-defined]
+    row: M | None = await session.scalar(query.execution_options(populate_existing=True))
+    return row

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
 
 T = TypeVar("T")
 
@@ -31,11 +31,6 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
-
-
-class PageParams(BaseModel):
-    limit: int = Field(20, ge=1, le=MAX_PAGE_SIZE)
-    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class Problem(BaseModel):

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import clock
 from app.core.errors import BadRequestError, ConflictError, InvalidTransitionError, NotFoundError
 from app.core.security import Principal
-from app.db.queries import paginate, where_equal
+from app.db.queries import get_owned, paginate, where_equal
 from app.models.booking import Booking
 from app.models.enums import BookingStatus, PaymentStatus, ReservationStatus
 from app.models.reservation import Reservation
@@ -235,10 +235,7 @@ async def _locked_transition(
 
 
 async def _load(session: AsyncSession, booking_id: int, owner_id: int | None) -> Booking:
-    query = select(Booking).where(Booking.id == booking_id)
-    if owner_id is not None:
-        query = query.where(Booking.user_id == owner_id)
-    booking = await session.scalar(query.execution_options(populate_existing=True))
+    booking = await get_owned(session, Booking, booking_id, owner_id)
     if booking is None:
         raise NotFoundError(f"Booking {booking_id} not found")
     return booking

@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
 from app.core.clock import clock
 from app.db.redis import RedisUnavailable
-from app.models.outbox import OutboxMessage
+from app.services import outbox
 from app.services.runtime import Runtime
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -28,13 +28,8 @@ async def _database(runtime: Runtime) -> dict[str, Any]:
     started = time.perf_counter()
     async with runtime.sessionmaker() as session:
         await session.execute(text("SELECT 1"))
-        waiting, oldest = (
-            await session.execute(
-                select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.published_at.is_(None))
-            )
-        ).one()
+        waiting, age = await outbox.backlog(session, clock.now())
     latency = round((time.perf_counter() - started) * 1000, 2)
-    age = (clock.now() - oldest).total_seconds() if oldest else 0.0
     return {
         "status": "up",
         "latency_ms": latency,

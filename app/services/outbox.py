@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import table_of
@@ -93,3 +93,13 @@ async def enqueue(session: AsyncSession, now: datetime, *messages: dict[str, Any
         return
     await session.execute(insert(OUTBOX_TABLE), [outbox_row(m, now) for m in messages])
     session.info["outbox_written"] = True
+
+
+async def backlog(session: AsyncSession, now: datetime) -> tuple[int, float]:
+    """How many messages wait to be published, and the age in seconds of the oldest."""
+    waiting, oldest = (
+        await session.execute(
+            select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.published_at.is_(None))
+        )
+    ).one()
+    return int(waiting), (now - oldest).total_seconds() if oldest else 0.0

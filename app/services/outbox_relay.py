@@ -24,6 +24,7 @@ from app.core.clock import clock
 from app.core.logging import get_logger
 from app.db.redis import RedisUnavailable
 from app.models.outbox import OutboxMessage
+from app.services import outbox
 from app.services.outbox import KIND_BY_TYPE
 from app.services.runtime import Runtime
 
@@ -136,15 +137,10 @@ class OutboxRelay:
 
     async def report_backlog(self) -> tuple[int, float]:
         async with self._runtime.sessionmaker() as session:
-            waiting, oldest = (
-                await session.execute(
-                    select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.published_at.is_(None))
-                )
-            ).one()
-        age = (clock.now() - oldest).total_seconds() if oldest else 0.0
+            waiting, age = await outbox.backlog(session, clock.now())
         metrics.OUTBOX_BACKLOG.set(waiting)
         metrics.OUTBOX_OLDEST_AGE.set(age)
-        return int(waiting), age
+        return waiting, age
 
     async def run(self) -> None:
         """The background loop: publish on wake-up or every OUTBOX_POLL_SECONDS."""

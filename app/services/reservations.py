@@ -124,12 +124,3 @@ async def _load(session: AsyncSession, reservation_id: int, event_id: int, user_
     if hold is None:
         raise NotFoundError(f"Reservation {reservation_id} not found")
     return hold
-
-
-async def get_reservation(session: AsyncSession, reservation_id: int, user_id: int) -> Reservation:
-    hold = await session.scalar(
-        select(Reservation).where(Reservation.id == reservation_id, Reservation.user_id == user_id)
-    )
-    if hold is None:
-        raise NotFoundError(f"Reservation {reservation_id} not found")
-    return hold

@@ -11,13 +11,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import clock
-from app.core.errors import ConflictError, InvalidTransitionError, NotFoundError, SalesClosedError
+from app.core.errors import BadRequestError, ConflictError, InvalidTransitionError, NotFoundError, SalesClosedError
 from app.core.security import Principal
-from app.db.queries import paginate, where_equal
+from app.db.queries import get_owned, paginate, where_equal
 from app.models.booking import Booking
 from app.models.enums import WaitlistStatus
 from app.models.waitlist import WaitlistEntry
-from app.schemas.waitlist import WaitlistEntryRead, WaitlistJoin
+from app.schemas.waitlist import WaitlistAdminUpdate, WaitlistEntryRead, WaitlistJoin
 from app.services import audit, idempotency, outbox
 from app.services.audit import Actor
 from app.services.bookings import book_held_seats, booking_data, check_quantity
@@ -105,10 +105,7 @@ async def position(session: AsyncSession, entry: WaitlistEntry) -> int | None:
 
 
 async def _load(session: AsyncSession, entry_id: int, owner_id: int | None) -> WaitlistEntry:
-    query = select(WaitlistEntry).where(WaitlistEntry.id == entry_id)
-    if owner_id is not None:
-        query = query.where(WaitlistEntry.user_id == owner_id)
-    entry = await session.scalar(query.execution_options(populate_existing=True))
+    entry = await get_owned(session, WaitlistEntry, entry_id, owner_id)
     if entry is None:
         raise NotFoundError(f"Waitlist entry {entry_id} not found")
     return entry
@@ -225,6 +222,15 @@ async def _book_entry(
     )
     await idempotency.store_in(session, claim, 201, created)
     return booking
+
+
+async def admin_update(runtime: Runtime, actor: Actor, entry_id: int, change: WaitlistAdminUpdate) -> WaitlistEntry:
+    """An admin removes an entry, or gives it a new priority."""
+    if change.remove:
+        return await cancel(runtime, actor, entry_id, None)
+    if change.priority is None:
+        raise BadRequestError("Give a new priority, or remove=true")
+    return await set_priority(runtime, actor, entry_id, change.priority, change.reason)
 
 
 async def set_priority(

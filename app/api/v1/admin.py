@@ -9,7 +9,6 @@ from fastapi import APIRouter, Body, Depends, Path, Query
 
 from app.api.deps import AdminUser, RuntimeDep, SessionDep, require_admin
 from app.api.v1.responses import problems
-from app.core.errors import BadRequestError
 from app.models.enums import BookingStatus, PaymentStatus, WaitlistStatus
 from app.schemas.admin import (
     AdminBookingRead,
@@ -156,13 +155,7 @@ async def list_waitlist(
 async def update_waitlist_entry(
     entry_id: Id, body: WaitlistAdminUpdate, runtime: RuntimeDep, admin: AdminUser
 ) -> WaitlistEntryRead:
-    actor = Actor.of(admin)
-    if body.remove:
-        entry = await waitlist.cancel(runtime, actor, entry_id, None)
-    elif body.priority is not None:
-        entry = await waitlist.set_priority(runtime, actor, entry_id, body.priority, body.reason)
-    else:
-        raise BadRequestError("Give a new priority, or remove=true")
+    entry = await waitlist.admin_update(runtime, Actor.of(admin), entry_id, body)
     return WaitlistEntryRead.model_validate(entry)
 
 
