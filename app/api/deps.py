@@ -124,9 +124,12 @@ async def get_idempotency(
         Header(max_length=255, description="Repeat a POST safely: the first answer is returned again"),
     ] = None,
 ) -> IdempotencyGuard:
-    body = await request.body() if idempotency_key else b""
-    fingerprint = idempotency.request_fingerprint(request.method, request.url.path, body)
-    return IdempotencyGuard(request.app.state.runtime, principal, idempotency_key, fingerprint, request.url.path)
+    runtime = request.app.state.runtime
+    if not idempotency_key:  # most requests carry no key: nothing to hash
+        return IdempotencyGuard(runtime, principal, None, "", "")
+    path = request.url.path
+    fingerprint = idempotency.request_fingerprint(request.method, path, await request.body())
+    return IdempotencyGuard(runtime, principal, idempotency_key, fingerprint, path)
 
 
 Idempotency = Annotated[IdempotencyGuard, Depends(get_idempotency)]

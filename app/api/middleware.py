@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
 
 import structlog
+from prometheus_client import Counter, Histogram
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,8 +56,9 @@ class RequestContextMiddleware:
     def _account(scope: Scope, status: int, duration: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")
         method = scope["method"]
-        metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-        metrics.HTTP_LATENCY.labels(method, route).observe(duration)
+        count, latency = _http_series(method, route, status)
+        count.inc()
+        latency.observe(duration)
         user_id = scope.get("state", {}).get("user_id")
         log.info(
             "request",
@@ -66,6 +69,12 @@ class RequestContextMiddleware:
             duration_ms=round(duration * 1000, 2),
             user_id=user_id,
         )
+
+
+@functools.cache
+def _http_series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    """The labelled metric children of a (method, route, status): looked up once, not per request."""
+    return metrics.HTTP_REQUESTS.labels(method, route, str(status)), metrics.HTTP_LATENCY.labels(method, route)
 
 
 def _declared_length(scope: Scope) -> int:

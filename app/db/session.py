@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.core.config import Settings
@@ -14,12 +15,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_pre_ping=True,
+        # Audit rows and outbox messages are JSONB written on every booking: orjson, not json.
+        json_serializer=_json_text,
+        json_deserializer=orjson.loads,
         connect_args={
             "timeout": settings.db_connect_timeout_seconds,
             "command_timeout": settings.db_command_timeout_seconds,
             "server_settings": {"application_name": settings.service_name},
         },
     )
+
+
+def _json_text(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

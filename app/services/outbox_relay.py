@@ -35,14 +35,22 @@ TYPE_BY_KIND = {kind: message_type for message_type, kind in KIND_BY_TYPE.items(
 
 # A batch that reached Redis but was not marked published (the relay died, PostgreSQL went away)
 # is sent again; this remembers each message id for OUTBOX_DEDUP_SECONDS so the repeat is dropped,
-# and each message reaches the channel and the Stream once.
-# KEYS: sent-marker, stream. ARGV: channel, body, id, type, event_id, stream maxlen, marker ttl.
+# and each message reaches the channel and the Stream once. The whole batch is one script call.
+# KEYS: stream, then one sent-marker per message. ARGV: stream maxlen, marker ttl, then per
+# message its channel, body, id, type and event_id.
 PUBLISH_ONCE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[7])) then return 0 end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*',
-           'id', ARGV[3], 'type', ARGV[4], 'event_id', ARGV[5], 'data', ARGV[2])
-return 1
+local maxlen, ttl = ARGV[1], tonumber(ARGV[2])
+local published = 0
+for i = 2, #KEYS do
+  local at = 3 + (i - 2) * 5
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
+    redis.call('PUBLISH', ARGV[at], ARGV[at + 1])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+               'id', ARGV[at + 2], 'type', ARGV[at + 3], 'event_id', ARGV[at + 4], 'data', ARGV[at + 1])
+    published = published + 1
+  end
+end
+return published
 """
 
 
@@ -107,22 +115,17 @@ class OutboxRelay:
     async def _send(self, client: Any, rows: Sequence[Any]) -> None:
         settings = self._runtime.settings
         gateway = self._runtime.redis
-        pipe = client.pipeline(transaction=False)
+        keys = [settings.events_stream, *(gateway.key("outbox-sent", row.message_id) for row in rows)]
+        args: list[str | int] = [settings.events_stream_maxlen, settings.outbox_dedup_seconds]
         for row in rows:
-            await self._publish_once(
-                keys=[gateway.key("outbox-sent", row.message_id), settings.events_stream],
-                args=[
-                    f"{settings.events_channel_prefix}:{row.kind}",
-                    row.body,
-                    str(row.message_id),
-                    TYPE_BY_KIND.get(row.kind, row.kind),
-                    str(row.event_id),
-                    settings.events_stream_maxlen,
-                    settings.outbox_dedup_seconds,
-                ],
-                client=pipe,
-            )
-        await pipe.execute()
+            args += [
+                f"{settings.events_channel_prefix}:{row.kind}",
+                row.body,
+                str(row.message_id),
+                TYPE_BY_KIND.get(row.kind, row.kind),
+                str(row.event_id),
+            ]
+        await self._publish_once(keys=keys, args=args, client=client)
 
     async def apply_retention(self) -> int:
         """Delete published rows older than OUTBOX_RETENTION_HOURS; unpublished rows always stay."""
