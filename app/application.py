@@ -7,7 +7,7 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
@@ -99,11 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     guards = [Depends(get_principal)]
     if settings.rate_limit_per_minute:  # every dependency costs on every request: none when the limit is off
         guards.append(Depends(limit_writes))
-    api = APIRouter(prefix="/api/v1", dependencies=guards)
     for module in (bookings, availability, waitlist, admin):
-        api.include_router(module.router)
-    app.include_router(api)
-    app.include_router(payments.router, prefix="/api/v1")  # signed by the provider, not a user
+        app.include_router(module.router, dependencies=guards)
+    app.include_router(payments.router)  # signed by the provider, not a user
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -105,8 +105,11 @@ async def test_info_and_metrics(api: Api) -> None:
     assert info["name"] == "evently-bookings" and "bookings" in info["capabilities"]
     assert "secret" not in str(info).lower()
     await api.client.get("/health")
+    await api.client.get("/api/v1/bookings/1", headers=api.headers(5))
     metrics = (await api.client.get("/metrics")).text
     assert 'http_requests_total{method="GET",route="/health",status="200"}' in metrics
+    # API routes are labelled with their whole template, not the id asked for
+    assert 'http_requests_total{method="GET",route="/api/v1/bookings/{booking_id}",status="404"}' in metrics
     assert "db_pool_connections_in_use" in metrics and "redis_circuit_open" in metrics
 
 

@@ -81,7 +81,7 @@ class IdempotencyGuard:
 
     def __init__(self, runtime: Runtime, principal: Principal, key: str | None, fingerprint: str, path: str) -> None:
         self.runtime = runtime
-        self._principal = principal
+        self.principal = principal
         self._key = key
         self._fingerprint = fingerprint
         self._path = path
@@ -92,7 +92,7 @@ class IdempotencyGuard:
         runtime = self.runtime
         ttl = timedelta(hours=runtime.settings.idempotency_ttl_hours)
         outcome = await idempotency.claim(
-            runtime.sessionmaker, self._principal.user_id, self._key, self._fingerprint, clock.now(), ttl
+            runtime.sessionmaker, self.principal.user_id, self._key, self._fingerprint, clock.now(), ttl
         )
         if isinstance(outcome, idempotency.Replay):
             media_type = PROBLEM_JSON if outcome.status_code >= 400 else "application/json"

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query
 
 from app.api.deps import AdminUser, RuntimeDep, SessionDep, require_admin
+from app.api.v1 import PREFIX
 from app.api.v1.responses import problems
 from app.models.enums import BookingStatus, PaymentStatus, WaitlistStatus
 from app.schemas.admin import (
@@ -24,7 +25,9 @@ from app.schemas.waitlist import WaitlistAdminUpdate, WaitlistEntryRead
 from app.services import audit, availability, bookings, waitlist
 from app.services.audit import Actor, AuditFilter
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=problems(403))
+router = APIRouter(
+    prefix=f"{PREFIX}/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=problems(403)
+)
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Path, Query, status
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import CurrentUser, Idempotency, RuntimeDep
+from app.api.v1 import PREFIX
 from app.api.v1.responses import problems
 from app.schemas.availability import EventAvailabilityRead, ReservationRead, ReserveRequest
 from app.services import availability, reservations
 
-router = APIRouter(prefix="/availability", tags=["availability"])
+router = APIRouter(prefix=f"{PREFIX}/availability", tags=["availability"])
 EventId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
@@ -36,10 +37,10 @@ async def get_availability(event_id: EventId, runtime: RuntimeDep, _user: Curren
     description="Answers the hold's `id` and `expires_at`; book it with `reservation_id`. "
     "Send `Idempotency-Key` to retry safely.",
 )
-async def reserve(
-    event_id: EventId, body: ReserveRequest, runtime: RuntimeDep, user: CurrentUser, guard: Idempotency
-) -> object:
-    return await guard.run(lambda claim: reservations.reserve(runtime, user, event_id, body.quantity, claim))
+async def reserve(event_id: EventId, body: ReserveRequest, guard: Idempotency) -> object:
+    return await guard.run(
+        lambda claim: reservations.reserve(guard.runtime, guard.principal, event_id, body.quantity, claim)
+    )
 
 
 @router.delete(

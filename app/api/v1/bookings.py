@@ -2,17 +2,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from app.api.deps import CurrentUser, Idempotency, RuntimeDep, SessionDep
-from app.api.v1.responses import problems
+from app.api.v1 import PREFIX
+from app.api.v1.responses import problems, rendered
 from app.models.enums import BookingStatus
 from app.schemas.booking import BookingCreate, BookingRead, BookingStatusRead
 from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
 from app.schemas.payment import PaymentIntent, PaymentStart
 from app.services import bookings, payments
 
-router = APIRouter(prefix="/bookings", tags=["bookings"])
+router = APIRouter(prefix=f"{PREFIX}/bookings", tags=["bookings"])
 BookingId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
@@ -26,8 +27,9 @@ BookingId = Annotated[int, Path(ge=1, le=2**63 - 1)]
     "The booking holds them until `expires_at`. Not enough seats: 409 `insufficient_capacity`. "
     "Send `Idempotency-Key` to retry safely.",
 )
-async def create_booking(body: BookingCreate, user: CurrentUser, guard: Idempotency) -> object:
-    return await guard.run(lambda claim: bookings.create_booking(guard.runtime, user, body, claim))
+async def create_booking(body: BookingCreate, guard: Idempotency) -> Response:
+    booking = await guard.run(lambda claim: bookings.create_booking(guard.runtime, guard.principal, body, claim))
+    return rendered(booking, status.HTTP_201_CREATED)
 
 
 @router.get("/", response_model=Page[BookingRead], responses=problems(), summary="List your bookings, newest first")
@@ -79,7 +81,7 @@ async def cancel_booking(booking_id: BookingId, runtime: RuntimeDep, user: Curre
     "`payment_reference`, amount and currency for the payment provider, whose webhook then confirms "
     "the booking. Send `Idempotency-Key` to retry safely.",
 )
-async def start_payment(booking_id: BookingId, body: PaymentStart, user: CurrentUser, guard: Idempotency) -> object:
+async def start_payment(booking_id: BookingId, body: PaymentStart, guard: Idempotency) -> object:
     return await guard.run(
-        lambda claim: payments.start_payment(guard.runtime, user, booking_id, body.payment_method, claim)
+        lambda claim: payments.start_payment(guard.runtime, guard.principal, booking_id, body.payment_method, claim)
     )

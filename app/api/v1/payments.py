@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Request
 from pydantic import ValidationError
 
 from app.api.deps import RuntimeDep
+from app.api.v1 import PREFIX
 from app.api.v1.responses import PROBLEM
 from app.core.errors import AppError
 from app.core.logging import get_logger
@@ -15,7 +16,7 @@ from app.schemas.payment import PaymentWebhook, WebhookResult
 from app.services import payments
 
 log = get_logger(__name__)
-router = APIRouter(prefix="/payments", tags=["payments"])
+router = APIRouter(prefix=f"{PREFIX}/payments", tags=["payments"])
 
 
 class MalformedWebhookError(AppError):

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 
 from app.api.deps import CurrentUser, Idempotency, RuntimeDep, SessionDep
+from app.api.v1 import PREFIX
 from app.api.v1.responses import problems
 from app.schemas.booking import BookingRead
 from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
@@ -12,7 +13,7 @@ from app.schemas.waitlist import WaitlistEntryRead, WaitlistJoin
 from app.services import waitlist
 from app.services.audit import Actor
 
-router = APIRouter(prefix="/waitlist", tags=["waitlist"])
+router = APIRouter(prefix=f"{PREFIX}/waitlist", tags=["waitlist"])
 EntryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
@@ -23,8 +24,8 @@ EntryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
     responses=problems(400, 404, 409, 503),
     summary="Join an event's waitlist (only when not enough seats are open)",
 )
-async def join(body: WaitlistJoin, user: CurrentUser, guard: Idempotency) -> object:
-    return await guard.run(lambda claim: waitlist.join(guard.runtime, user, body, claim))
+async def join(body: WaitlistJoin, guard: Idempotency) -> object:
+    return await guard.run(lambda claim: waitlist.join(guard.runtime, guard.principal, body, claim))
 
 
 @router.get("/", response_model=Page[WaitlistEntryRead], responses=problems(), summary="List your waitlist entries")
@@ -57,5 +58,5 @@ async def cancel(entry_id: EntryId, runtime: RuntimeDep, user: CurrentUser) -> W
     responses=problems(404, 409, 503),
     summary="Book the seats offered to you; a pending booking, paid like any other",
 )
-async def book(entry_id: EntryId, runtime: RuntimeDep, user: CurrentUser, guard: Idempotency) -> object:
-    return await guard.run(lambda claim: waitlist.book_offer(runtime, user, entry_id, claim))
+async def book(entry_id: EntryId, guard: Idempotency) -> object:
+    return await guard.run(lambda claim: waitlist.book_offer(guard.runtime, guard.principal, entry_id, claim))
