@@ -36,7 +36,7 @@ lint: $(DEV_DEPS)
 	$(PY) -m ruff check .
 
 typecheck: $(DEV_DEPS)
-	$(PY) -m mypy app main.py migrate.py
+	$(PY) -m mypy app bench main.py migrate.py
 
 migrate: $(RUN_DEPS)
 	$(PY) migrate.py upgrade

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -24,11 +25,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import asyncpg
+import uvloop
+from pydantic import SecretStr
 
 from app.core.config import Settings
 from app.core.security import Role, create_access_token
+from bench.http import Connection, ProtocolError
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -38,7 +41,6 @@ class Results:
     statuses: Counter[int] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
-    booked_seats: int = 0
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,64 +59,65 @@ def parse_args() -> argparse.Namespace:
 
 
 def token_factory(secret: str | None) -> tuple[Settings, str]:
-    overrides = {"jwt_secret": secret} if secret else {}
-    settings = Settings(database_url="unused", redis_url="unused", **overrides)
+    settings = Settings(database_url="unused", redis_url="unused")
+    if secret:
+        settings = settings.model_copy(update={"jwt_secret": SecretStr(secret)})
     admin = create_access_token(settings, 1, role=Role.ADMIN)
     return settings, admin
 
 
-async def create_events(session: aiohttp.ClientSession, base: str, admin: str, ids: list[int], capacity: int) -> None:
-    headers = {"Authorization": f"Bearer {admin}"}
-    for event_id in ids:
-        body = {"event_name": f"bench {event_id}", "total_capacity": capacity, "price": "25.00", "currency": "USD"}
-        async with session.put(f"{base}/api/v1/admin/availability/{event_id}", json=body, headers=headers) as r:
-            if r.status != 200:
-                raise SystemExit(f"could not create event {event_id}: {r.status} {await r.text()}")
+async def create_events(base: str, admin: str, ids: list[int], capacity: int, connections: int = 8) -> None:
+    """Create the events through the admin endpoint, a few connections at a time."""
+    pending = list(ids)
+
+    async def creator() -> None:
+        connection = await Connection.open(base)
+        try:
+            while pending:
+                event_id = pending.pop()
+                body = {"event_name": f"bench {event_id}", "total_capacity": capacity, "price": "25", "currency": "USD"}
+                status, answer = await connection.request(
+                    "PUT", f"/api/v1/admin/availability/{event_id}", admin, json.dumps(body).encode()
+                )
+                if status != 200:
+                    raise SystemExit(f"could not create event {event_id}: {status} {answer.decode()}")
+        finally:
+            await connection.close()
+
+    await asyncio.gather(*(creator() for _ in range(connections)))
 
 
-async def client(
-    session: aiohttp.ClientSession,
-    base: str,
-    token: str,
-    events: list[int],
-    deadline: float,
-    think: float,
-    results: Results,
-) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
+async def client(base: str, token: str, events: list[int], deadline: float, think: float, results: Results) -> None:
     rng = random.Random()
+    connection: Connection | None = None
     while time.perf_counter() < deadline:
-        body = {"event_id": rng.choice(events), "quantity": 1}
+        body = b'{"event_id": %d, "quantity": 1}' % rng.choice(events)
         started = time.perf_counter()
         try:
-            async with session.post(f"{base}/api/v1/bookings/", json=body, headers=headers) as response:
-                await response.read()
-                results.statuses[response.status] += 1
-                if response.status == 201:
-                    results.booked_seats += 1
-        except aiohttp.ClientError as exc:
+            connection = connection or await Connection.open(base)
+            status, _ = await connection.request("POST", "/api/v1/bookings/", token, body)
+        except (OSError, ProtocolError) as exc:
             results.errors[type(exc).__name__] += 1
+            connection = None  # a new connection for the next request
             continue
+        results.statuses[status] += 1
         results.latencies.append(time.perf_counter() - started)
         if think:
             await asyncio.sleep(rng.expovariate(1 / think))
+    if connection is not None:
+        await connection.close()
 
 
 async def run_load(args: argparse.Namespace, events: list[int], results: Results) -> float:
     settings, admin = token_factory(args.jwt_secret)
-    connector = aiohttp.TCPConnector(limit=args.connections + 2, force_close=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await create_events(session, args.base_url, admin, events, args.capacity)
-        tokens = [create_access_token(settings, 10_000 + i) for i in range(args.connections)]
-        started = time.perf_counter()
-        deadline = started + args.duration
-        await asyncio.gather(
-            *(
-                client(session, args.base_url, token, events, deadline, args.think_ms / 1000, results)
-                for token in tokens
-            )
-        )
-        return time.perf_counter() - started
+    await create_events(args.base_url, admin, events, args.capacity)
+    tokens = [create_access_token(settings, 10_000 + i) for i in range(args.connections)]
+    started = time.perf_counter()
+    deadline = started + args.duration
+    await asyncio.gather(
+        *(client(args.base_url, token, events, deadline, args.think_ms / 1000, results) for token in tokens)
+    )
+    return time.perf_counter() - started
 
 
 INVARIANT = """
@@ -204,7 +207,7 @@ def main() -> None:
     base_id = random.randint(10**9, 2 * 10**9)
     events = [base_id] if args.scenario == "hot" else [base_id + i for i in range(args.events)]
     results = Results()
-    elapsed = asyncio.run(run_load(args, events, results))
+    elapsed = uvloop.run(run_load(args, events, results))
     booked_per_second = report(args, results, elapsed)
     for line in asyncio.run(check_database(dsn, events, results)):
         print(line)
