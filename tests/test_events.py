@@ -293,6 +293,11 @@ async def test_cache_never_serves_a_lapsed_hold(api: Api) -> None:
     assert (await api.availability(1))["reserved_capacity"] == 0
 
 
+async def listeners(api: Api, channel: str) -> int:
+    counts = await api.runtime.redis.client.pubsub_numsub(channel)
+    return int(counts[0][1])
+
+
 async def test_sse_stream_sends_figures_and_updates(settings: Settings) -> None:
     app = create_app(settings)
     port = free_port()
@@ -305,7 +310,9 @@ async def test_sse_stream_sends_figures_and_updates(settings: Settings) -> None:
             await asyncio.sleep(0.02)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             api = Api(client, settings, app.state.runtime)
+            feed = app.state.runtime.feed
             await api.create_event(1, capacity=5)
+            assert await listeners(api, feed.channel) == 0  # nobody watches: the instance does not listen
             seen: list[dict[str, Any]] = []
             async with client.stream("GET", "/api/v1/availability/1/stream", headers=api.headers(5)) as response:
                 assert response.headers["content-type"].startswith("text/event-stream")
@@ -322,6 +329,11 @@ async def test_sse_stream_sends_figures_and_updates(settings: Settings) -> None:
                     break
                 await asyncio.sleep(0.05)
             assert not app.state.runtime.feed._clients
+            for _ in range(60):  # and stops listening within a second or so
+                if await listeners(api, feed.channel) == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert await listeners(api, feed.channel) == 0
     finally:
         server.should_exit = True
         await serving

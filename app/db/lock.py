@@ -11,7 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
@@ -61,22 +61,33 @@ class EventLocks:
     async def hold(self, event_ids: Iterable[int]) -> AsyncIterator[bool]:
         """Hold every given event's lock for the body; yields whether Redis locks are held."""
         ids = sorted(set(event_ids))
-        async with AsyncExitStack() as stack:
+        for event_id in ids:
+            self._users[event_id] = self._users.get(event_id, 0) + 1
+        taken: list[asyncio.Lock] = []
+        try:
+            await self._queue_for(ids, taken)
+            async with event_locks(self._gateway, self._settings, ids) as held:
+                yield held
+        finally:
+            for local in taken:
+                local.release()
             for event_id in ids:
-                stack.push_async_callback(self._forget, event_id)
-                self._users[event_id] = self._users.get(event_id, 0) + 1
-                local = self._local.setdefault(event_id, asyncio.Lock())
-                try:
-                    async with asyncio.timeout(self._settings.lock_queue_seconds):
-                        await local.acquire()
-                except TimeoutError:
-                    metrics.LOCK_ACQUISITIONS.labels("timeout").inc()
-                    raise LockTimeoutError(event_id) from None
-                stack.callback(local.release)
-            held = await stack.enter_async_context(event_locks(self._gateway, self._settings, ids))
-            yield held
+                self._forget(event_id)
 
-    async def _forget(self, event_id: int) -> None:
+    async def _queue_for(self, ids: list[int], taken: list[asyncio.Lock]) -> None:
+        """Take the in-process locks in event order, waiting LOCK_QUEUE_SECONDS at most in all."""
+        waiting_for = ids[0] if ids else 0
+        try:
+            async with asyncio.timeout(self._settings.lock_queue_seconds):
+                for waiting_for in ids:
+                    local = self._local.setdefault(waiting_for, asyncio.Lock())
+                    await local.acquire()
+                    taken.append(local)
+        except TimeoutError:
+            metrics.LOCK_ACQUISITIONS.labels("timeout").inc()
+            raise LockTimeoutError(waiting_for) from None
+
+    def _forget(self, event_id: int) -> None:
         self._users[event_id] -= 1
         if not self._users[event_id]:
             del self._users[event_id]

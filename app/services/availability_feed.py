@@ -1,14 +1,17 @@
 """Live availability for Server-Sent Events: one Redis subscription per instance, shared.
 
-Writers publish an event's new figures after each committed change; every instance listens on
-one channel and hands each update to its local clients of that event.
+Writers publish an event's new figures after each committed change. An instance listens on the
+channel only while it has clients of its own, and hands each update to the clients of that event;
+an instance nobody watches through spends nothing on the feed but its own publishing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+from contextlib import suppress
 from typing import Any
+
+import orjson
 
 from app.core import metrics
 from app.core.logging import get_logger
@@ -16,6 +19,7 @@ from app.db.redis import RedisGateway, RedisUnavailable
 
 log = get_logger(__name__)
 CLIENT_QUEUE_SIZE = 64
+LISTEN_CHECK_SECONDS = 1.0
 
 
 class AvailabilityFeed:
@@ -23,6 +27,8 @@ class AvailabilityFeed:
         self._gateway = gateway
         self.channel = gateway.key("availability-feed")
         self._clients: dict[int, set[asyncio.Queue[dict[str, Any] | None]]] = {}
+        self._watched = asyncio.Event()  # some local client is connected
+        self._listening = asyncio.Event()  # the channel is subscribed to
 
     async def publish(self, updates: list[dict[str, Any]]) -> None:
         """Announce events' new figures, all in one round trip."""
@@ -30,7 +36,7 @@ class AvailabilityFeed:
         async def send(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
             for figures in updates:
-                pipe.publish(self.channel, json.dumps(figures))
+                pipe.publish(self.channel, orjson.dumps(figures))
             await pipe.execute()
 
         try:
@@ -38,10 +44,15 @@ class AvailabilityFeed:
         except RedisUnavailable:
             log.info("availability_feed_publish_skipped", events=len(updates))
 
-    def subscribe(self, event_id: int) -> asyncio.Queue[dict[str, Any] | None]:
+    async def subscribe(self, event_id: int, ready_within: float = 1.0) -> asyncio.Queue[dict[str, Any] | None]:
+        """A queue of the event's updates, once the instance listens (or `ready_within` has passed:
+        with Redis down the stream still starts, and updates follow when it is back)."""
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(CLIENT_QUEUE_SIZE)
         self._clients.setdefault(event_id, set()).add(queue)
         metrics.SSE_CLIENTS.inc()
+        self._watched.set()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._listening.wait(), timeout=ready_within)
         return queue
 
     def unsubscribe(self, event_id: int, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
@@ -51,6 +62,8 @@ class AvailabilityFeed:
             metrics.SSE_CLIENTS.dec()
             if not clients:
                 del self._clients[event_id]
+            if not self._clients:
+                self._watched.clear()
 
     def close(self) -> None:
         """Shutdown: every stream ends."""
@@ -60,7 +73,7 @@ class AvailabilityFeed:
 
     def _dispatch(self, raw: bytes) -> None:
         try:
-            figures = json.loads(raw)
+            figures = orjson.loads(raw)
             clients = self._clients.get(int(figures["event_id"]), ())
         except (ValueError, KeyError, TypeError):
             log.warning("availability_feed_bad_message")
@@ -69,25 +82,29 @@ class AvailabilityFeed:
             _offer(queue, figures)
 
     async def run(self) -> None:
-        """Listen on the feed channel for the instance's lifetime, reconnecting by itself."""
+        """Listen on the feed channel while local clients watch, reconnecting by itself."""
         backoff = 0.5
         while True:
+            await self._watched.wait()
             client = self._gateway.subscriber_client()
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
+                self._listening.set()
                 backoff = 0.5
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
+                while self._clients:
+                    message = await pubsub.get_message(timeout=LISTEN_CHECK_SECONDS)
                     if message is not None:
                         self._dispatch(message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("availability_feed_reconnecting", error=type(exc).__name__)
+                self._listening.clear()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
+                self._listening.clear()  # before any await: a new client waits for the next subscription
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await client.aclose()
 

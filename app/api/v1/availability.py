@@ -66,8 +66,13 @@ async def release(
     "with a comment line as heartbeat every SSE_HEARTBEAT_SECONDS. Ends on disconnect or shutdown.",
 )
 async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: CurrentUser) -> StreamingResponse:
-    current = await availability.get_availability(runtime, event_id)
-    updates = runtime.feed.subscribe(event_id)
+    # Listening first, reading second: a change committed in between arrives as an update.
+    updates = await runtime.feed.subscribe(event_id)
+    try:
+        current = await availability.get_availability(runtime, event_id)
+    except Exception:
+        runtime.feed.unsubscribe(event_id, updates)
+        raise
     heartbeat = runtime.settings.sse_heartbeat_seconds
 
     async def events() -> AsyncIterator[str]:
