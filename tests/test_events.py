@@ -271,10 +271,17 @@ async def test_cache_serves_own_writes_and_never_goes_back(settings: Settings, d
         await db.rollback()
         row = (await db.execute(text("SELECT version, available_capacity FROM event_availability"))).one()
         assert (cached["version"], cached["available_capacity"]) == (row.version, row.available_capacity)
+        redis, key = first.runtime.redis.client, first.runtime.redis.key("availability", 1)
+        entry = json.loads(await redis.get(key))  # the writers stored their last commit in Redis
+        assert (entry["version"], entry["available_capacity"]) == (row.version, row.available_capacity)
         figures = first.runtime.cache
         old = dict(cached, version=cached["version"] - 1, available_capacity=999)
         await figures.store(old, None)
+        assert json.loads(await redis.get(key))["available_capacity"] == row.available_capacity  # refused
         assert (await second.availability(1))["available_capacity"] == row.available_capacity
+        # Reads come from that entry: a newer one stored behind PostgreSQL's back is what is served.
+        await figures.store(dict(cached, version=row.version + 1, available_capacity=42), None)
+        assert (await second.availability(1))["available_capacity"] == 42
 
 
 async def test_cache_falls_back_to_postgres_with_redis_down(database_url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +25,22 @@ async def test_oversized_body_is_413(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=5)
     body = {"event_id": 1, "quantity": 1, "notes": "x" * 200_000}
     response = await api.client.post("/api/v1/bookings/", json=body, headers=api.headers(5))
+    assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+    assert await count(db, "bookings") == 0
+
+
+async def test_oversized_body_without_a_length_is_413(api: Api, db: AsyncConnection) -> None:
+    """Sent chunked, the body has no Content-Length to refuse up front: it is cut off past the limit."""
+    await api.create_event(1, capacity=5)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"event_id": 1, "quantity": 1, "notes": "'
+        for _ in range(20):
+            yield b"x" * 10_000
+        yield b'"}'
+
+    headers = {**api.headers(5), "content-type": "application/json"}
+    response = await api.client.post("/api/v1/bookings/", content=chunks(), headers=headers)
     assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
     assert await count(db, "bookings") == 0
 

@@ -9,11 +9,11 @@ import uuid
 
 import structlog
 from prometheus_client import Counter, Histogram
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import metrics
-from app.core.errors import PayloadTooLargeError
 from app.core.logging import get_logger
 
 log = get_logger("access")
@@ -93,7 +93,9 @@ def _limited(receive: Receive, limit: int) -> Receive:
         message = await receive()
         received += len(message.get("body", b""))
         if received > limit:
-            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
+            # An HTTPException, not an AppError: FastAPI passes it on while reading the body
+            # (other errors there become 400 "error parsing the body").
+            raise HTTPException(413, f"The request body is larger than {limit} bytes")
         return message
 
     return counting_receive

@@ -101,12 +101,6 @@ class IdempotencyMismatchError(AppError):
     title = "Idempotency-Key reused"
 
 
-class PayloadTooLargeError(AppError):
-    status_code = 413
-    code = "payload_too_large"
-    title = "Payload Too Large"
-
-
 class RateLimitedError(AppError):
     status_code = 429
     code = "rate_limited"
