@@ -10,9 +10,10 @@ the cache; they are made by the conditional UPDATE in PostgreSQL.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from app.core import metrics
 from app.core.logging import get_logger
@@ -63,22 +64,22 @@ class AvailabilityCache:
 
         async def send(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
-            for figures, hold_expiry in entries:
-                expiry = hold_expiry.timestamp() if isinstance(hold_expiry, datetime) else hold_expiry
-                args = [
-                    json.dumps(figures),
-                    figures["version"],
-                    self._ttl,
-                    -1 if expiry is None else expiry,
-                    int(reset),
-                ]
-                await self._store(keys=[self._key(figures["event_id"])], args=args, client=pipe)
+            await self.queue_stores(pipe, entries, reset=reset)
             await pipe.execute()
 
         try:
             await self._gateway.call("cache_store", send)
         except RedisUnavailable:
             log.info("availability_cache_write_skipped", events=len(entries))
+
+    async def queue_stores(
+        self, pipe: Any, entries: list[tuple[dict[str, Any], datetime | float | None]], *, reset: bool = False
+    ) -> None:
+        """Add the compare-and-set stores of `entries` to a pipeline the caller sends."""
+        for figures, hold_expiry in entries:
+            expiry = hold_expiry.timestamp() if isinstance(hold_expiry, datetime) else hold_expiry
+            args = [orjson.dumps(figures), figures["version"], self._ttl, -1 if expiry is None else expiry, int(reset)]
+            await self._store(keys=[self._key(figures["event_id"])], args=args, client=pipe)
 
     async def load(self, event_id: int, now: datetime) -> dict[str, Any] | None:
         """Cached figures still valid at `now`, or None (miss, lapsed check, or Redis down)."""
@@ -90,7 +91,7 @@ class AvailabilityCache:
         if raw is None:
             metrics.CACHE_LOOKUPS.labels("miss").inc()
             return None
-        entry: dict[str, Any] = json.loads(raw)
+        entry: dict[str, Any] = orjson.loads(raw)
         if entry.get("checked_until", 0) <= now.timestamp():
             metrics.CACHE_LOOKUPS.labels("stale").inc()
             return None

@@ -15,7 +15,7 @@ import orjson
 
 from app.core import metrics
 from app.core.logging import get_logger
-from app.db.redis import RedisGateway, RedisUnavailable
+from app.db.redis import RedisGateway
 
 log = get_logger(__name__)
 CLIENT_QUEUE_SIZE = 64
@@ -30,19 +30,10 @@ class AvailabilityFeed:
         self._watched = asyncio.Event()  # some local client is connected
         self._listening = asyncio.Event()  # the channel is subscribed to
 
-    async def publish(self, updates: list[dict[str, Any]]) -> None:
-        """Announce events' new figures, all in one round trip."""
-
-        async def send(client: Any) -> None:
-            pipe = client.pipeline(transaction=False)
-            for figures in updates:
-                pipe.publish(self.channel, orjson.dumps(figures))
-            await pipe.execute()
-
-        try:
-            await self._gateway.call("feed_publish", send)
-        except RedisUnavailable:
-            log.info("availability_feed_publish_skipped", events=len(updates))
+    def queue_publishes(self, pipe: Any, updates: list[dict[str, Any]]) -> None:
+        """Add the announcements of events' new figures to a pipeline the caller sends."""
+        for figures in updates:
+            pipe.publish(self.channel, orjson.dumps(figures))
 
     async def subscribe(self, event_id: int, ready_within: float = 1.0) -> asyncio.Queue[dict[str, Any] | None]:
         """A queue of the event's updates, once the instance listens (or `ready_within` has passed:

@@ -5,19 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
+from app.core.logging import get_logger
 from app.core.rate_limit import WriteRateLimiter
 from app.core.revocation import RevocationChecker
 from app.core.security import TokenVerifier
 from app.db.lock import EventLocks
-from app.db.redis import RedisGateway
+from app.db.redis import RedisGateway, RedisUnavailable
 from app.schemas.availability import EventAvailabilityRead
 from app.services.availability_cache import AvailabilityCache
 from app.services.availability_feed import AvailabilityFeed
+
+log = get_logger(__name__)
 
 if TYPE_CHECKING:
     from app.models.event_availability import EventAvailability
@@ -57,5 +60,14 @@ class Runtime:
         if not events:
             return
         updates = [EventAvailabilityRead.model_validate(event).model_dump(mode="json") for event in events.values()]
-        await self.cache.store_many([(figures, expiries.get(figures["event_id"])) for figures in updates])
-        await self.feed.publish(updates)
+
+        async def send(client: Any) -> None:  # cache and feed in one round trip
+            pipe = client.pipeline(transaction=False)
+            await self.cache.queue_stores(pipe, [(figures, expiries.get(figures["event_id"])) for figures in updates])
+            self.feed.queue_publishes(pipe, updates)
+            await pipe.execute()
+
+        try:
+            await self.redis.call("availability_refresh", send)
+        except RedisUnavailable:
+            log.info("availability_refresh_skipped", events=len(updates))
