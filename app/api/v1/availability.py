@@ -70,7 +70,7 @@ async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: Cur
     updates = await runtime.feed.subscribe(event_id)
     try:
         current = await availability.get_availability(runtime, event_id)
-    except Exception:
+    except BaseException:  # not found, or the client went away: no stream, no subscription left
         runtime.feed.unsubscribe(event_id, updates)
         raise
     heartbeat = runtime.settings.sse_heartbeat_seconds
