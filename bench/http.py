@@ -50,6 +50,10 @@ class Connection:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             raise ProtocolError(str(exc)) from exc
 
+    def abort(self) -> None:
+        """Drop a connection that failed mid-answer: it cannot carry another request."""
+        self._writer.transport.abort()
+
     async def close(self) -> None:
         self._writer.close()
         await self._writer.wait_closed()

@@ -98,6 +98,8 @@ async def client(base: str, token: str, events: list[int], deadline: float, thin
             status, _ = await connection.request("POST", "/api/v1/bookings/", token, body)
         except (OSError, ProtocolError) as exc:
             results.errors[type(exc).__name__] += 1
+            if connection is not None:
+                connection.abort()
             connection = None  # a new connection for the next request
             continue
         results.statuses[status] += 1
