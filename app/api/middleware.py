@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.problems import PROBLEM_JSON, problem_body
 from app.core import metrics
 from app.core.logging import get_logger
 
@@ -102,14 +103,9 @@ def _limited(receive: Receive, limit: int) -> Receive:
 
 
 def _too_large(limit: int) -> JSONResponse:
-    body = {
-        "type": "https://errors.evently.dev/payload_too_large",
-        "title": "Payload Too Large",
-        "status": 413,
-        "detail": f"The request body is larger than {limit} bytes",
-        "code": "payload_too_large",
-    }
-    return JSONResponse(body, status_code=413, media_type="application/problem+json")
+    detail = f"The request body is larger than {limit} bytes"
+    body = problem_body(413, "payload_too_large", "Payload Too Large", detail, instance=None)
+    return JSONResponse(body, status_code=413, media_type=PROBLEM_JSON)
 
 
 def _request_id(scope: Scope) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+from redis.asyncio import Redis
+
 from app.core.errors import RateLimitedError
 from app.db.redis import RedisGateway, RedisUnavailable
 
@@ -26,8 +28,8 @@ class WriteRateLimiter:
         window = int(now // WINDOW_SECONDS)
         key = self._gateway.key("ratelimit", user_id, window)
 
-        async def count(client: object) -> int:
-            pipe = self._gateway.client.pipeline(transaction=False)
+        async def count(client: Redis) -> int:
+            pipe = client.pipeline(transaction=False)
             pipe.incr(key)
             pipe.expire(key, WINDOW_SECONDS * 2)
             used, _ = await pipe.execute()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -56,14 +58,23 @@ class RedisGateway:
         self._url = settings.redis_connection_url
         self._connect_timeout = settings.redis_socket_timeout_seconds
 
-    def subscriber_client(self) -> Redis:
-        """A separate client for long-lived subscriptions: no read timeout while it waits."""
-        return Redis.from_url(
+    @asynccontextmanager
+    async def subscription(self, *channels: str) -> AsyncIterator[PubSub]:
+        """Subscribed to `channels` on a connection of its own (no read timeout while it waits),
+        closed on the way out however the body ends."""
+        client = Redis.from_url(
             self._url,
             socket_connect_timeout=self._connect_timeout,
             socket_keepalive=True,
             health_check_interval=15,
         )
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*channels)
+            yield pubsub
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await client.aclose()
 
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(part) for part in parts)

@@ -77,27 +77,24 @@ class AvailabilityFeed:
         backoff = 0.5
         while True:
             await self._watched.wait()
-            client = self._gateway.subscriber_client()
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
-                self._listening.set()
-                backoff = 0.5
-                while self._clients:
-                    message = await pubsub.get_message(timeout=LISTEN_CHECK_SECONDS)
-                    if message is not None:
-                        self._dispatch(message["data"])
+                async with self._gateway.subscription(self.channel) as pubsub:
+                    self._listening.set()
+                    backoff = 0.5
+                    while self._clients:
+                        message = await pubsub.get_message(timeout=LISTEN_CHECK_SECONDS)
+                        if message is not None:
+                            self._dispatch(message["data"])
+                    # No await between the last check and this: a client arriving now waits for
+                    # the next subscription instead of trusting the one being closed.
+                    self._listening.clear()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("availability_feed_reconnecting", error=type(exc).__name__)
                 self._listening.clear()
+                log.warning("availability_feed_reconnecting", error=type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
-            finally:
-                self._listening.clear()  # before any await: a new client waits for the next subscription
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-                await client.aclose()
 
 
 def _offer(queue: asyncio.Queue[dict[str, Any] | None], item: dict[str, Any] | None) -> None:

@@ -143,25 +143,20 @@ async def run_subscriber(runtime: Runtime) -> None:
     channels = [f"{runtime.settings.inbound_channel_prefix}:{kind}" for kind in KINDS]
     backoff = 0.5
     while True:
-        client = runtime.redis.subscriber_client()
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(*channels)
-            log.info("inbound_subscribed", channels=channels)
-            backoff = 0.5
-            while True:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is not None:
-                    await _handle_safely(runtime, message["data"])
+            async with runtime.redis.subscription(*channels) as pubsub:
+                log.info("inbound_subscribed", channels=channels)
+                backoff = 0.5
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        await _handle_safely(runtime, message["data"])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Redis gone, or anything else: reconnect after a pause
             log.warning("inbound_subscriber_reconnecting", error=type(exc).__name__, backoff=backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await client.aclose()
 
 
 async def _handle_safely(runtime: Runtime, data: bytes) -> None:
