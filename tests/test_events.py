@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -12,13 +13,16 @@ import httpx
 import pytest
 import uvicorn
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.application import create_app
 from app.core.clock import clock
 from app.core.config import Settings
+from app.db.redis import RedisGateway
 from app.services import events_inbound, outbox
+from app.services.availability_feed import AvailabilityFeed
 from app.services.outbox_relay import OutboxRelay
 from tests.checks import assert_invariant, count
 from tests.conftest import Api, make_settings, running_app
@@ -344,3 +348,49 @@ async def test_sse_stream_sends_figures_and_updates(settings: Settings) -> None:
     finally:
         server.should_exit = True
         await serving
+
+
+class SlowToCloseGateway(RedisGateway):
+    """The real gateway, except that closing a subscription waits until the test allows it."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.closing = asyncio.Event()
+        self.may_close = asyncio.Event()
+
+    @asynccontextmanager
+    async def subscription(self, *channels: str) -> AsyncIterator[PubSub]:
+        async with super().subscription(*channels) as pubsub:
+            try:
+                yield pubsub
+            finally:
+                self.closing.set()
+                await self.may_close.wait()
+
+
+async def test_sse_client_never_trusts_a_failed_subscription_while_it_closes(database_url: str) -> None:
+    server = ThrowawayRedis()
+    server.start()
+    gateway = SlowToCloseGateway(make_settings(database_url, server.url))
+    feed = AvailabilityFeed(gateway)
+    listening = asyncio.create_task(feed.run())
+    try:
+        first = await feed.subscribe(1)
+        assert (await gateway.client.pubsub_numsub(feed.channel))[0][1] == 1
+        await gateway.client.client_kill_filter(_type="pubsub")  # the feed's connection drops
+        await gateway.closing.wait()
+        arriving = asyncio.create_task(feed.subscribe(2, ready_within=10))
+        await asyncio.sleep(0.2)
+        assert not arriving.done()  # it waits for a live subscription, not the one being closed
+        gateway.may_close.set()
+        second = await arriving
+        assert (await gateway.client.pubsub_numsub(feed.channel))[0][1] == 1
+        await gateway.client.publish(feed.channel, json.dumps({"event_id": 2, "available_capacity": 3}))
+        assert (await asyncio.wait_for(second.get(), 5))["available_capacity"] == 3
+        feed.unsubscribe(1, first)
+        feed.unsubscribe(2, second)
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await gateway.close()
+        server.stop()

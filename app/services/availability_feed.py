@@ -12,6 +12,7 @@ from contextlib import suppress
 from typing import Any
 
 import orjson
+from redis.asyncio.client import PubSub
 
 from app.core import metrics
 from app.core.logging import get_logger
@@ -81,20 +82,25 @@ class AvailabilityFeed:
                 async with self._gateway.subscription(self.channel) as pubsub:
                     self._listening.set()
                     backoff = 0.5
-                    while self._clients:
-                        message = await pubsub.get_message(timeout=LISTEN_CHECK_SECONDS)
-                        if message is not None:
-                            self._dispatch(message["data"])
-                    # No await between the last check and this: a client arriving now waits for
-                    # the next subscription instead of trusting the one being closed.
-                    self._listening.clear()
+                    try:
+                        await self._deliver(pubsub)
+                    finally:
+                        # Before the subscription closes, however the relay ended: a client
+                        # arriving meanwhile waits for the next one instead of trusting this one.
+                        self._listening.clear()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._listening.clear()
                 log.warning("availability_feed_reconnecting", error=type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    async def _deliver(self, pubsub: PubSub) -> None:
+        """Hand updates to local clients until the last one has gone."""
+        while self._clients:
+            message = await pubsub.get_message(timeout=LISTEN_CHECK_SECONDS)
+            if message is not None:
+                self._dispatch(message["data"])
 
 
 def _offer(queue: asyncio.Queue[dict[str, Any] | None], item: dict[str, Any] | None) -> None:
