@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -17,6 +18,7 @@ from app.core.config import Settings
 from app.core.logging import get_logger
 
 T = TypeVar("T")
+MAX_RECONNECT_PAUSE_SECONDS = 10.0
 log = get_logger(__name__)
 
 REDIS_FAILURES: tuple[type[BaseException], ...] = (
@@ -75,6 +77,23 @@ class RedisGateway:
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
             await client.aclose()
+
+    async def keep_subscribed(
+        self, channels: Sequence[str], listen: Callable[[PubSub], Awaitable[None]], name: str
+    ) -> None:
+        """Subscribe and run `listen` until it returns. When the subscription or `listen` fails,
+        subscribe again after a pause that doubles each time (0.5 s once a subscription worked)."""
+        backoff = 0.5
+        while True:
+            try:
+                async with self.subscription(*channels) as pubsub:
+                    backoff = 0.5
+                    await listen(pubsub)
+                    return
+            except Exception as exc:  # Redis gone, or anything else: reconnect after a pause
+                log.warning("subscription_reconnecting", subscriber=name, error=type(exc).__name__, backoff=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_RECONNECT_PAUSE_SECONDS)
 
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(part) for part in parts)

@@ -75,32 +75,22 @@ class AvailabilityFeed:
 
     async def run(self) -> None:
         """Listen on the feed channel while local clients watch, reconnecting by itself."""
-        backoff = 0.5
         while True:
             await self._watched.wait()
-            try:
-                async with self._gateway.subscription(self.channel) as pubsub:
-                    self._listening.set()
-                    backoff = 0.5
-                    try:
-                        await self._deliver(pubsub)
-                    finally:
-                        # Before the subscription closes, however the relay ended: a client
-                        # arriving meanwhile waits for the next one instead of trusting this one.
-                        self._listening.clear()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("availability_feed_reconnecting", error=type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+            await self._gateway.keep_subscribed([self.channel], self._deliver, "availability_feed")
 
     async def _deliver(self, pubsub: PubSub) -> None:
         """Hand updates to local clients until the last one has gone."""
-        while self._clients:
-            message = await pubsub.get_message(timeout=LISTEN_CHECK_SECONDS)
-            if message is not None:
-                self._dispatch(message["data"])
+        self._listening.set()
+        try:
+            while self._clients:
+                message = await pubsub.get_message(timeout=LISTEN_CHECK_SECONDS)
+                if message is not None:
+                    self._dispatch(message["data"])
+        finally:
+            # Before the subscription closes, however this ends: a client arriving meanwhile
+            # waits for the next subscription instead of trusting this one.
+            self._listening.clear()
 
 
 def _offer(queue: asyncio.Queue[dict[str, Any] | None], item: dict[str, Any] | None) -> None:

@@ -9,11 +9,11 @@ message delivered again changes nothing: the digest of the last message applied 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from decimal import Decimal
 
 from pydantic import ValidationError
+from redis.asyncio.client import PubSub
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -141,22 +141,15 @@ async def _update(session: AsyncSession, event: EventAvailability, message: Inbo
 async def run_subscriber(runtime: Runtime) -> None:
     """Listen on `<INBOUND_CHANNEL_PREFIX>:created|updated|deleted`, reconnecting by itself."""
     channels = [f"{runtime.settings.inbound_channel_prefix}:{kind}" for kind in KINDS]
-    backoff = 0.5
-    while True:
-        try:
-            async with runtime.redis.subscription(*channels) as pubsub:
-                log.info("inbound_subscribed", channels=channels)
-                backoff = 0.5
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        await _handle_safely(runtime, message["data"])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # Redis gone, or anything else: reconnect after a pause
-            log.warning("inbound_subscriber_reconnecting", error=type(exc).__name__, backoff=backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+
+    async def listen(pubsub: PubSub) -> None:
+        log.info("inbound_subscribed", channels=channels)
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is not None:
+                await _handle_safely(runtime, message["data"])
+
+    await runtime.redis.keep_subscribed(channels, listen, "inbound_subscriber")
 
 
 async def _handle_safely(runtime: Runtime, data: bytes) -> None:
