@@ -23,7 +23,7 @@ from app.core.config import Settings
 from app.db.redis import RedisGateway
 from app.services import events_inbound, outbox
 from app.services.availability_feed import AvailabilityFeed
-from app.services.outbox_relay import OutboxRelay
+from app.services.outbox_relay import RELAY_LOCK_KEY, OutboxRelay
 from tests.checks import assert_invariant, count
 from tests.conftest import Api, make_settings, running_app
 from tests.redis_server import ThrowawayRedis, free_port
@@ -163,15 +163,39 @@ async def test_a_repeated_batch_reaches_the_stream_once(api: Api, db: AsyncConne
     assert len(ids) == len(set(ids)) == 2
 
 
+async def until_published(redis: Redis, stream: str, messages: int, within: float = 2.5) -> None:
+    for _ in range(int(within / 0.05)):
+        if len(await stream_messages(redis, stream)) >= messages:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def test_relay_wakes_after_commit(database_url: str, redis_url: str, redis: Redis) -> None:
     settings = make_settings(database_url, redis_url, background_tasks_enabled=True, outbox_poll_seconds=30)
     async with running_app(settings) as api:
         await api.create_event(1, capacity=5)
         await api.book(5, 1)
-        for _ in range(50):
-            if len(await stream_messages(redis, settings.events_stream)) == 2:
-                break
-            await asyncio.sleep(0.05)
+        await until_published(redis, settings.events_stream, 2)
+    assert [m["type"] for m in await stream_messages(redis, settings.events_stream)] == [
+        "AvailabilityChanged",
+        "BookingCreated",
+    ]
+
+
+async def test_relay_looks_again_soon_when_another_instance_holds_its_lock(
+    database_url: str, redis_url: str, redis: Redis, db: AsyncConnection
+) -> None:
+    settings = make_settings(database_url, redis_url, background_tasks_enabled=True, outbox_poll_seconds=30)
+    async with running_app(settings) as api:
+        await api.create_event(1, capacity=5)
+        await until_published(redis, settings.events_stream, 1)
+        await db.execute(text("SELECT pg_advisory_lock(:key)"), {"key": RELAY_LOCK_KEY})  # "another relay"
+        await api.book(5, 1)
+        await asyncio.sleep(0.3)
+        assert len(await stream_messages(redis, settings.events_stream)) == 1  # woken, but the lock was taken
+        await db.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": RELAY_LOCK_KEY})
+        await db.commit()
+        await until_published(redis, settings.events_stream, 2)  # well before the 30 s poll
     assert [m["type"] for m in await stream_messages(redis, settings.events_stream)] == [
         "AvailabilityChanged",
         "BookingCreated",

@@ -31,6 +31,9 @@ from app.services.runtime import Runtime
 log = get_logger(__name__)
 RELAY_LOCK_KEY = 0x6576_656E_746C_79  # "evently": one advisory lock for the relay across instances
 RETENTION_EVERY_SECONDS = 60.0
+# Another instance held the relay lock: it may have read its batch before our commit, so look again
+# this soon rather than at the next poll.
+LOOK_AGAIN_SECONDS = 0.05
 TYPE_BY_KIND = {kind: message_type for message_type, kind in KIND_BY_TYPE.items()}
 
 # A batch that reached Redis but was not marked published (the relay died, PostgreSQL went away)
@@ -60,6 +63,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._last_retention = 0.0
         self._stopping = False
+        self._look_again_soon = False
         self._publish_once = runtime.redis.client.register_script(PUBLISH_ONCE)
 
     def stop(self) -> None:
@@ -73,18 +77,23 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish waiting messages until none is left; returns how many were published."""
         published = 0
+        self._look_again_soon = False
         while not self._stopping:
             batch = await self._publish_batch()
+            if batch is None:  # another instance is publishing
+                self._look_again_soon = True
+                return published
             published += batch
             if batch < self._runtime.settings.outbox_batch_size:
                 return published
         return published
 
-    async def _publish_batch(self) -> int:
+    async def _publish_batch(self) -> int | None:
+        """Publish one batch; `None` when another instance holds the relay lock."""
         settings = self._runtime.settings
         async with self._runtime.sessionmaker() as session, session.begin():
             if not await session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))):
-                return 0  # another instance is publishing right now
+                return None
             rows = (
                 await session.execute(
                     select(
@@ -150,8 +159,9 @@ class OutboxRelay:
         loop = asyncio.get_running_loop()
         failures = 0
         while not self._stopping:
+            pause = LOOK_AGAIN_SECONDS if self._look_again_soon else self._runtime.settings.outbox_poll_seconds
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._runtime.settings.outbox_poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), timeout=pause)
             self._wake.clear()
             try:
                 await self.publish_pending()
