@@ -219,6 +219,27 @@ async def test_admin_lists_filters_and_audit(api: Api) -> None:
         assert (await api.client.get(url, headers=api.headers(5))).status_code == 403
 
 
+async def test_admin_date_ranges_include_the_start_and_exclude_the_end(api: Api) -> None:
+    await api.create_event(1, capacity=50)
+    for user in (10, 11, 12):
+        await api.book(user, 1)
+    clock.advance(timedelta(hours=1))
+    later = (await api.book(13, 1)).json()["created_at"]  # the bound is exactly this booking's time
+    await api.book(14, 1)
+
+    async def total(url: str, **params: Any) -> int:
+        response = await api.client.get(url, params=params, headers=api.admin())
+        assert response.status_code == 200
+        return int(response.json()["total"])
+
+    bookings, audit = "/api/v1/admin/bookings/", "/api/v1/admin/audit/"
+    assert await total(bookings, created_from=later) == 2
+    assert await total(bookings, created_to=later) == 3
+    assert await total(bookings, created_from=later, created_to=later) == 0
+    assert await total(audit, entity_type="booking", since=later) == 2
+    assert await total(audit, entity_type="booking", until=later) == 3
+
+
 async def test_sweeper_completes_bookings_after_the_event(api: Api, db: AsyncConnection) -> None:
     ends = (clock.now() + timedelta(hours=2)).isoformat()
     await api.create_event(1, capacity=5, ends_at=ends)

@@ -22,6 +22,17 @@ def where_equal(query: Select[Any], conditions: dict[InstrumentedAttribute[Any],
     return query
 
 
+def where_within(
+    query: Select[Any], column: InstrumentedAttribute[Any], since: Any | None, until: Any | None
+) -> Select[Any]:
+    """Add `since <= column < until`, each bound only if given."""
+    if since is not None:
+        query = query.where(column >= since)
+    if until is not None:
+        query = query.where(column < until)
+    return query
+
+
 async def paginate(session: AsyncSession, query: Select[T], limit: int, offset: int) -> tuple[list[T], int]:
     """One page of an ordered query, and how many rows the whole query has."""
     total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))

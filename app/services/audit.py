@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
 from app.db.base import table_of
-from app.db.queries import paginate, where_equal
+from app.db.queries import paginate, where_equal, where_within
 from app.models.audit import AuditLog
 
 AUDIT_TABLE = table_of(AuditLog)
@@ -90,12 +90,7 @@ def _filtered(query: Select[Any], flt: AuditFilter) -> Select[Any]:
         AuditLog.actor_id: flt.actor_id,
         AuditLog.action: flt.action,
     }
-    query = where_equal(query, conditions)
-    if flt.since is not None:
-        query = query.where(AuditLog.occurred_at >= flt.since)
-    if flt.until is not None:
-        query = query.where(AuditLog.occurred_at < flt.until)
-    return query
+    return where_within(where_equal(query, conditions), AuditLog.occurred_at, flt.since, flt.until)
 
 
 async def list_entries(session: AsyncSession, flt: AuditFilter, limit: int, offset: int) -> tuple[list[AuditLog], int]:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import clock
 from app.core.errors import BadRequestError, ConflictError, InvalidTransitionError, NotFoundError
 from app.core.security import Principal
-from app.db.queries import get_owned, paginate, where_equal
+from app.db.queries import get_owned, paginate, where_equal, where_within
 from app.models.booking import Booking
 from app.models.enums import BookingStatus, PaymentStatus, ReservationStatus
 from app.models.reservation import Reservation
@@ -319,12 +319,7 @@ def _filtered(query: Select[Any], flt: BookingFilter) -> Select[Any]:
         Booking.status: flt.status,
         Booking.payment_status: flt.payment_status,
     }
-    query = where_equal(query, equal)
-    if flt.created_from is not None:
-        query = query.where(Booking.created_at >= flt.created_from)
-    if flt.created_to is not None:
-        query = query.where(Booking.created_at < flt.created_to)
-    return query
+    return where_within(where_equal(query, equal), Booking.created_at, flt.created_from, flt.created_to)
 
 
 async def list_bookings(

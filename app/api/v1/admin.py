@@ -32,6 +32,8 @@ Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 OptionalId = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
+From = Annotated[datetime | None, Query(description="At or after this time (ISO 8601)")]
+Before = Annotated[datetime | None, Query(description="Strictly before this time (ISO 8601)")]
 
 
 @router.get("/bookings/", response_model=Page[BookingRead], summary="All bookings, filtered and sorted")
@@ -43,8 +45,8 @@ async def list_bookings(
     payment_status: PaymentStatus | None = None,
     event_id: OptionalId = None,
     user_id: OptionalId = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
+    created_from: From = None,
+    created_to: Before = None,
     sort: Literal["-created_at", "created_at", "-total_amount", "total_amount"] = "-created_at",
 ) -> Page[BookingRead]:
     flt = bookings.BookingFilter(user_id, event_id, status, payment_status, created_from, created_to)
@@ -172,8 +174,8 @@ async def list_audit(
     actor_type: str | None = Query(None, max_length=32),
     actor_id: OptionalId = None,
     action: str | None = Query(None, max_length=64),
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: From = None,
+    until: Before = None,
 ) -> Page[AuditEntryRead]:
     flt = AuditFilter(entity_type, entity_id, actor_type, actor_id, action, since, until)
     rows, total = await audit.list_entries(session, flt, limit, offset)
