@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.crc import key_slot
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -161,6 +162,10 @@ async def test_a_repeated_batch_reaches_the_stream_once(api: Api, db: AsyncConne
     assert await relay_of(api).publish_pending() == 2
     ids = [m["id"] for m in await stream_messages(redis, api.settings.events_stream)]
     assert len(ids) == len(set(ids)) == 2
+    # One script call writes the Stream and the markers: in Redis Cluster they must share a slot.
+    markers = [key async for key in redis.scan_iter(match=f"{api.settings.redis_key_prefix}*outbox-sent*")]
+    assert len(markers) == 2
+    assert {key_slot(key) for key in markers} == {key_slot(api.settings.events_stream.encode())}
 
 
 async def until_published(redis: Redis, stream: str, messages: int, within: float = 2.5) -> None:

@@ -124,7 +124,10 @@ class OutboxRelay:
     async def _send(self, client: Any, rows: Sequence[Any]) -> None:
         settings = self._runtime.settings
         gateway = self._runtime.redis
-        keys = [settings.events_stream, *(gateway.key("outbox-sent", row.message_id) for row in rows)]
+        # The markers carry the Stream's name as their hash tag: in Redis Cluster every key of one
+        # script call must live in the Stream's slot.
+        tag = f"{{{settings.events_stream}}}"
+        keys = [settings.events_stream, *(gateway.key(tag, "outbox-sent", row.message_id) for row in rows)]
         args: list[str | int] = [settings.events_stream_maxlen, settings.outbox_dedup_seconds]
         for row in rows:
             args += [
