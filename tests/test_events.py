@@ -422,4 +422,4 @@ async def test_sse_client_never_trusts_a_failed_subscription_while_it_closes(dat
         listening.cancel()
         await asyncio.gather(listening, return_exceptions=True)
         await gateway.close()
-        server.stop()
+        server.close()
