@@ -414,8 +414,12 @@ async def test_sse_client_never_trusts_a_failed_subscription_while_it_closes(dat
         gateway.may_close.set()
         second = await arriving
         assert (await gateway.client.pubsub_numsub(feed.channel))[0][1] == 1
-        await gateway.client.publish(feed.channel, json.dumps({"event_id": 2, "available_capacity": 3}))
+        # One message carries a whole batch's events; each client gets its own event's figures.
+        batch = [{"event_id": 1, "available_capacity": 7}, {"event_id": 2, "available_capacity": 3}]
+        await gateway.client.publish(feed.channel, json.dumps(batch))
+        assert (await asyncio.wait_for(first.get(), 5))["available_capacity"] == 7
         assert (await asyncio.wait_for(second.get(), 5))["available_capacity"] == 3
+        assert first.empty() and second.empty()
         feed.unsubscribe(1, first)
         feed.unsubscribe(2, second)
     finally:

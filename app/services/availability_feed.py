@@ -1,8 +1,9 @@
 """Live availability for Server-Sent Events: one Redis subscription per instance, shared.
 
-Writers publish an event's new figures after each committed change. An instance listens on the
-channel only while it has clients of its own, and hands each update to the clients of that event;
-an instance nobody watches through spends nothing on the feed but its own publishing.
+Writers publish the new figures of a committed change's events, all in one message (a JSON list:
+a booking batch touches many events). An instance listens on the channel only while it has clients
+of its own, and hands each update to the clients of that event; an instance nobody watches through
+spends nothing on the feed but its own publishing.
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ class AvailabilityFeed:
         self._watched = asyncio.Event()  # some local client is connected
         self._listening = asyncio.Event()  # the channel is subscribed to
 
-    def queue_publishes(self, pipe: Any, updates: list[dict[str, Any]]) -> None:
-        """Add the announcements of events' new figures to a pipeline the caller sends."""
-        for figures in updates:
-            pipe.publish(self.channel, orjson.dumps(figures))
+    def queue_publish(self, pipe: Any, updates: list[dict[str, Any]]) -> None:
+        """Add the announcement of events' new figures to a pipeline the caller sends."""
+        pipe.publish(self.channel, orjson.dumps(updates))
 
     async def subscribe(self, event_id: int, ready_within: float = 1.0) -> asyncio.Queue[dict[str, Any] | None]:
         """A queue of the event's updates, once the instance listens (or `ready_within` has passed:
@@ -65,13 +65,14 @@ class AvailabilityFeed:
 
     def _dispatch(self, raw: bytes) -> None:
         try:
-            figures = orjson.loads(raw)
-            clients = self._clients.get(int(figures["event_id"]), ())
+            updates = orjson.loads(raw)
+            addressed = [(self._clients.get(int(figures["event_id"]), ()), figures) for figures in updates]
         except (ValueError, KeyError, TypeError):
             log.warning("availability_feed_bad_message")
             return
-        for queue in clients:
-            _offer(queue, figures)
+        for clients, figures in addressed:
+            for queue in clients:
+                _offer(queue, figures)
 
     async def run(self) -> None:
         """Listen on the feed channel while local clients watch, reconnecting by itself."""

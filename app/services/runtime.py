@@ -64,7 +64,7 @@ class Runtime:
         async def send(client: Any) -> None:  # cache and feed in one round trip
             pipe = client.pipeline(transaction=False)
             await self.cache.queue_stores(pipe, [(figures, expiries.get(figures["event_id"])) for figures in updates])
-            self.feed.queue_publishes(pipe, updates)
+            self.feed.queue_publish(pipe, updates)
             await pipe.execute()
 
         try:
