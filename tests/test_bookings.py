@@ -135,6 +135,24 @@ async def test_release_returns_seats(api: Api, db: AsyncConnection) -> None:
     await assert_invariant(db)
 
 
+async def test_seats_of_lapsed_holds_go_to_the_next_bookings_at_once(api: Api, db: AsyncConnection) -> None:
+    for event_id in (1, 2, 3):
+        await api.create_event(event_id, capacity=2)
+    for event_id in (1, 2):
+        hold = await api.client.post(
+            f"/api/v1/availability/{event_id}/reserve", json={"quantity": 2}, headers=api.headers(5)
+        )
+        assert hold.status_code == 201
+    assert (await api.book(6, 3, 2)).status_code == 201  # event 3: sold, no hold to lapse
+    clock.advance(timedelta(minutes=api.settings.reservation_timeout_minutes, seconds=1))
+    # No read or sweep in between: refused for capacity, the batch expires the lapsed holds of all
+    # its refused events in one go and looks again.
+    answers = await asyncio.gather(api.book(7, 1, 2), api.book(8, 2, 2), api.book(9, 3, 1))
+    assert [a.status_code for a in answers] == [201, 201, 409]
+    assert await count(db, "reservations", "status = 'expired'") == 2
+    await assert_invariant(db)
+
+
 async def test_booking_on_an_expired_hold_is_refused(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=3)
     hold = (

@@ -40,7 +40,7 @@ async def get_availability(runtime: Runtime, event_id: int) -> EventAvailability
         return EventAvailabilityRead.model_validate(cached)
     async with runtime.sessionmaker() as session:
         await get_event(session, event_id)  # 404 for an unknown event
-        if await sweeper.has_due_holds(session, event_id, now):
+        if await sweeper.events_with_due_holds(session, [event_id], now):
             await sweeper.expire_due_for_event(runtime, event_id)
     async with runtime.sessionmaker() as session:
         event = await get_event(session, event_id)

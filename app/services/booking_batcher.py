@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -68,7 +68,7 @@ class BookingRequest:
 Outcome = BookingRead | AppError
 
 
-ReleaseLapsed = Callable[[Runtime, int], Awaitable[int]]
+ReleaseLapsed = Callable[[Runtime, Collection[int]], Awaitable[int]]
 
 
 class BookingBatcher:
@@ -127,11 +127,10 @@ class BookingBatcher:
     async def _released_lapsed(self, event_ids: set[int]) -> bool:
         """Expire the events' lapsed holds; a failure here only means no second look."""
         try:
-            released = [await self._release_lapsed(self._runtime, event_id) for event_id in sorted(event_ids)]
+            return await self._release_lapsed(self._runtime, event_ids) > 0
         except Exception:
             log.warning("lapsed_holds_not_released", event_ids=sorted(event_ids), exc_info=True)
             return False
-        return any(released)
 
     async def _attempt(self, batch: list[BookingRequest]) -> dict[int, Outcome] | None:
         """Book the batch; on failure every request is answered with it and None is returned."""

@@ -8,9 +8,10 @@ it twice.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import exists, func, select, union, union_all
+from sqlalchemy import func, select, union, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
@@ -46,23 +47,24 @@ async def events_with_due_work(session: AsyncSession, now: datetime, limit: int)
     return list(await session.scalars(select(due.c.event_id).limit(limit)))
 
 
-async def has_due_holds(session: AsyncSession, event_id: int, now: datetime) -> bool:
-    due = union_all(
-        select(Booking.id).where(
-            Booking.event_id == event_id, Booking.status == BookingStatus.PENDING, Booking.expires_at <= now
+async def events_with_due_holds(session: AsyncSession, event_ids: Collection[int], now: datetime) -> set[int]:
+    """Which of these events have a lapsed hold (pending booking, temporary hold or offer)."""
+    due = union(
+        select(Booking.event_id).where(
+            Booking.event_id.in_(event_ids), Booking.status == BookingStatus.PENDING, Booking.expires_at <= now
         ),
-        select(Reservation.id).where(
-            Reservation.event_id == event_id,
+        select(Reservation.event_id).where(
+            Reservation.event_id.in_(event_ids),
             Reservation.status == ReservationStatus.ACTIVE,
             Reservation.expires_at <= now,
         ),
-        select(WaitlistEntry.id).where(
-            WaitlistEntry.event_id == event_id,
+        select(WaitlistEntry.event_id).where(
+            WaitlistEntry.event_id.in_(event_ids),
             WaitlistEntry.status == WaitlistStatus.NOTIFIED,
             WaitlistEntry.expires_at <= now,
         ),
-    ).subquery()
-    return bool(await session.scalar(select(exists(select(due.c.id)))))
+    )
+    return set(await session.scalars(due))
 
 
 async def next_hold_expiry(session: AsyncSession, event_id: int) -> datetime | None:
@@ -82,11 +84,11 @@ async def next_hold_expiry(session: AsyncSession, event_id: int) -> datetime | N
     return earliest
 
 
-async def release_lapsed_holds(runtime: Runtime, event_id: int) -> int:
-    """Expire the event's lapsed holds now, if it has any; returns how many were expired."""
+async def release_lapsed_holds(runtime: Runtime, event_ids: Collection[int]) -> int:
+    """Expire the events' lapsed holds now, if they have any; returns how many were expired."""
     async with runtime.sessionmaker() as session:
-        due = await has_due_holds(session, event_id, clock.now())
-    return await expire_due_for_event(runtime, event_id) if due else 0
+        due = await events_with_due_holds(session, event_ids, clock.now())
+    return sum([await expire_due_for_event(runtime, event_id) for event_id in sorted(due)])
 
 
 async def expire_due_for_event(runtime: Runtime, event_id: int) -> int:
