@@ -219,6 +219,21 @@ async def test_admin_lists_filters_and_audit(api: Api) -> None:
         assert (await api.client.get(url, headers=api.headers(5))).status_code == 403
 
 
+async def test_admin_overview_never_counts_a_lapsed_hold(api: Api, db: AsyncConnection) -> None:
+    await api.create_event(1, capacity=10)
+    hold = await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 2}, headers=api.headers(5))
+    assert hold.status_code == 201
+    assert (await api.book(6, 1, 3)).status_code == 201
+    lapse = max(api.settings.reservation_timeout_minutes, api.settings.booking_timeout_minutes)
+    clock.advance(timedelta(minutes=lapse, seconds=1))
+    # No sweep and no other read in between: the overview expires what lapsed before it answers.
+    overview = await api.client.get("/api/v1/admin/availability/", headers=api.admin())
+    [event] = overview.json()["items"]
+    assert (event["available_capacity"], event["reserved_capacity"]) == (10, 0)
+    assert event["bookings_by_status"] == {"expired": 1} and event["utilization_percentage"] == 0.0
+    await assert_invariant(db)
+
+
 async def test_admin_date_ranges_include_the_start_and_exclude_the_end(api: Api) -> None:
     await api.create_event(1, capacity=50)
     for user in (10, 11, 12):

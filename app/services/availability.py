@@ -141,7 +141,20 @@ OVERVIEW_SORTS: dict[str, UnaryExpression[Any]] = {
 }
 
 
-async def overview(session: AsyncSession, limit: int, offset: int, sort: str) -> tuple[list[EventOverview], int]:
+async def overview(runtime: Runtime, limit: int, offset: int, sort: str) -> tuple[list[EventOverview], int]:
+    """A page of events with their bookings by status and waitlist length. Lapsed holds of the
+    page's events are expired first (expiry on read): no figure counts them as live."""
+    async with runtime.sessionmaker() as session:
+        page, total = await _overview_page(session, limit, offset, sort)
+        due = await sweeper.events_with_due_holds(session, [row.event.event_id for row in page], clock.now())
+    if not due:
+        return page, total
+    await sweeper.release_lapsed_holds(runtime, due)
+    async with runtime.sessionmaker() as session:
+        return await _overview_page(session, limit, offset, sort)
+
+
+async def _overview_page(session: AsyncSession, limit: int, offset: int, sort: str) -> tuple[list[EventOverview], int]:
     total = await session.scalar(select(func.count()).select_from(EventAvailability))
     events = list(
         await session.scalars(

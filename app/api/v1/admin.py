@@ -103,12 +103,12 @@ async def refund_booking(
     summary="Every event: capacity, utilization, bookings by status, waitlist length",
 )
 async def availability_overview(
-    session: SessionDep,
+    runtime: RuntimeDep,
     limit: Limit = 20,
     offset: Offset = 0,
     sort: Literal["-utilization", "utilization", "event_id"] = "event_id",
 ) -> Page[EventOverviewRead]:
-    rows, total = await availability.overview(session, limit, offset, sort)
+    rows, total = await availability.overview(runtime, limit, offset, sort)
     items = [
         EventOverviewRead.model_validate(
             {
