@@ -96,6 +96,25 @@ async def test_pending_booking_expires_and_seats_return(api: Api, db: AsyncConne
     await assert_invariant(db)
 
 
+async def test_lists_expire_lapsed_bookings_before_they_answer(api: Api, db: AsyncConnection) -> None:
+    await api.create_event(1, capacity=5)
+    await api.book(5, 1, 2)
+    clock.advance(timedelta(minutes=api.settings.booking_timeout_minutes, seconds=1))
+    await api.book(5, 1, 1)  # still pending, not lapsed
+    # No sweep and no other read in between.
+    pending = await api.client.get("/api/v1/bookings/", params={"status": "pending"}, headers=api.headers(5))
+    assert [b["quantity"] for b in pending.json()["items"]] == [1]
+    expired = await api.client.get("/api/v1/bookings/", params={"status": "expired"}, headers=api.headers(5))
+    assert [(b["quantity"], b["is_active"]) for b in expired.json()["items"]] == [(2, False)]
+    assert (await api.availability(1))["available_capacity"] == 4
+    await api.book(6, 1, 1)
+    clock.advance(timedelta(minutes=api.settings.booking_timeout_minutes, seconds=1))
+    everyone = await api.client.get("/api/v1/admin/bookings/", params={"status": "pending"}, headers=api.admin())
+    assert everyone.json()["total"] == 0
+    assert await count(db, "bookings", "status = 'expired'") == 3
+    await assert_invariant(db)
+
+
 async def test_sweeper_expires_due_bookings(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=5)
     await api.book(5, 1, 2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -323,7 +323,24 @@ def _filtered(query: Select[Any], flt: BookingFilter) -> Select[Any]:
 
 
 async def list_bookings(
-    session: AsyncSession, flt: BookingFilter, limit: int, offset: int, sort: str = "-created_at"
+    runtime: Runtime, flt: BookingFilter, limit: int, offset: int, sort: str = "-created_at"
 ) -> tuple[list[Booking], int]:
+    """A page of bookings. Matching pending bookings past their expiry are expired first (expiry
+    on read, up to a page's worth; the sweeper takes any beyond that within its interval)."""
+    await _expire_lapsed(runtime, flt, limit)
     query = _filtered(select(Booking), flt).order_by(SORTS[sort], Booking.id.desc())
-    return await paginate(session, query, limit, offset)
+    async with runtime.sessionmaker() as session:
+        return await paginate(session, query, limit, offset)
+
+
+async def _expire_lapsed(runtime: Runtime, flt: BookingFilter, most: int) -> None:
+    # Whatever the status filter: a lapsed booking is about to become `expired`.
+    lapsed = (
+        _filtered(select(Booking), replace(flt, status=None))
+        .where(Booking.status == BookingStatus.PENDING, Booking.expires_at <= clock.now())
+        .with_only_columns(Booking.id, Booking.event_id)
+    )
+    async with runtime.sessionmaker() as session:
+        rows = (await session.execute(lapsed.limit(most))).all()
+    for booking_id, event_id in rows:
+        await expire_booking(runtime, booking_id, event_id)

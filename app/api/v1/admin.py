@@ -38,7 +38,7 @@ Before = Annotated[datetime | None, Query(description="Strictly before this time
 
 @router.get("/bookings/", response_model=Page[BookingRead], summary="All bookings, filtered and sorted")
 async def list_bookings(
-    session: SessionDep,
+    runtime: RuntimeDep,
     limit: Limit = 20,
     offset: Offset = 0,
     status: BookingStatus | None = None,
@@ -50,7 +50,7 @@ async def list_bookings(
     sort: Literal["-created_at", "created_at", "-total_amount", "total_amount"] = "-created_at",
 ) -> Page[BookingRead]:
     flt = bookings.BookingFilter(user_id, event_id, status, payment_status, created_from, created_to)
-    items, total = await bookings.list_bookings(session, flt, limit, offset, sort)
+    items, total = await bookings.list_bookings(runtime, flt, limit, offset, sort)
     return Page(items=[BookingRead.model_validate(b) for b in items], total=total, limit=limit, offset=offset)
 
 

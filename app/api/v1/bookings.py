@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.api.deps import CurrentUser, Idempotency, RuntimeDep, SessionDep
+from app.api.deps import CurrentUser, Idempotency, RuntimeDep
 from app.api.v1 import PREFIX
 from app.api.v1.responses import problems, rendered
 from app.models.enums import BookingStatus
@@ -34,7 +34,7 @@ async def create_booking(body: BookingCreate, guard: Idempotency) -> Response:
 
 @router.get("/", response_model=Page[BookingRead], responses=problems(), summary="List your bookings, newest first")
 async def list_bookings(
-    session: SessionDep,
+    runtime: RuntimeDep,
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -42,7 +42,7 @@ async def list_bookings(
     event_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> Page[BookingRead]:
     flt = bookings.BookingFilter(user_id=user.user_id, event_id=event_id, status=status_filter)
-    items, total = await bookings.list_bookings(session, flt, limit, offset)
+    items, total = await bookings.list_bookings(runtime, flt, limit, offset)
     return Page(items=[BookingRead.model_validate(b) for b in items], total=total, limit=limit, offset=offset)
 
 
