@@ -251,8 +251,8 @@ async def test_admin_date_ranges_include_the_start_and_exclude_the_end(api: Api)
     assert await total(bookings, created_from=later) == 2
     assert await total(bookings, created_to=later) == 3
     assert await total(bookings, created_from=later, created_to=later) == 0
-    assert await total(audit, entity_type="booking", since=later) == 2
-    assert await total(audit, entity_type="booking", until=later) == 3
+    assert await total(audit, action="booking.created", since=later) == 2
+    assert await total(audit, action="booking.created", until=later) == 3
 
 
 async def test_sweeper_completes_bookings_after_the_event(api: Api, db: AsyncConnection) -> None:
