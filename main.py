@@ -1,13 +1,21 @@
 """Run the service: `python main.py` (settings from the environment, `.env` or Zero)."""
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import uvicorn
 
 from app.application import create_app
+from app.core import metrics
 from app.core.config import load_settings
 
 
 def main() -> None:
     settings = load_settings()
+    if settings.workers > 1:
+        share_metrics_between_workers()
     # Several workers need an import string: each process builds its own app.
     app = "app.application:create_app" if settings.workers > 1 else create_app(settings)
     uvicorn.run(
@@ -21,6 +29,17 @@ def main() -> None:
         proxy_headers=True,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
     )
+
+
+def share_metrics_between_workers() -> None:
+    """Workers write their metrics to files in a fresh directory, so any one of them can answer
+    /metrics for all (prometheus_client's multiprocess mode). It must be set before the workers
+    start, and must not hold a previous run's files."""
+    # In memory where the machine offers it: every metric update is a write to these files.
+    shared_memory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    directory = tempfile.mkdtemp(prefix="bookings-metrics-", dir=shared_memory)
+    os.environ[metrics.MULTIPROCESS_DIR] = directory
+    atexit.register(shutil.rmtree, directory, True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from app.api import problems, system
 from app.api.deps import get_principal, limit_writes
 from app.api.middleware import RequestContextMiddleware
 from app.api.v1 import admin, availability, bookings, payments, waitlist
+from app.core import metrics
 from app.core.config import Settings, load_settings
 from app.core.logging import configure_logging, get_logger
 from app.db.redis import RedisGateway
@@ -59,6 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await _shut_down(runtime, relay, tasks)
+        metrics.forget_this_process()
 
 
 async def _shut_down(runtime: Runtime, relay: OutboxRelay, tasks: list[asyncio.Task[None]]) -> None:

@@ -96,3 +96,30 @@ async def test_cut_database_connections_recover(settings: Settings, db: AsyncCon
         booked = sum(r.status_code == 201 for r in [*first, *during, *after])
     assert await count(db, "bookings") == booked
     await assert_invariant(db)
+
+
+async def test_two_workers_answer_metrics_for_both(settings: Settings) -> None:
+    service = ServiceProcess({**process_env(settings), "WORKERS": "2"})
+    service.start()
+    try:
+        admin = {"Authorization": f"Bearer {create_access_token(settings, 1, role=Role.ADMIN)}"}
+        # A connection per request: the kernel hands each new connection to either worker.
+        async with httpx.AsyncClient(
+            base_url=service.url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
+        ) as client:
+            body = {"event_name": "Gig", "total_capacity": 100, "price": "5.00", "currency": "USD"}
+            assert (await client.put("/api/v1/admin/availability/1", json=body, headers=admin)).status_code == 200
+            for user in range(100, 130):
+                token = create_access_token(settings, user)
+                booked = await client.post(
+                    "/api/v1/bookings/",
+                    json={"event_id": 1, "quantity": 1},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert booked.status_code == 201
+            scrapes = [(await client.get("/metrics")).text for _ in range(6)]
+        for scrape in scrapes:  # whichever worker answers, it counts both
+            assert 'bookings_total{outcome="created"} 30.0' in scrape
+            assert f"db_pool_size {2 * settings.db_pool_size}.0" in scrape
+    finally:
+        service.stop()

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import __version__
 from app.api.deps import RuntimeDep
@@ -69,8 +69,5 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def prometheus_metrics(runtime: RuntimeDep) -> Response:
-    pool = runtime.engine.pool
-    metrics.DB_POOL_CHECKED_OUT.set(getattr(pool, "checkedout", lambda: 0)())
-    metrics.DB_POOL_SIZE.set(getattr(pool, "size", lambda: 0)())
     metrics.REDIS_CIRCUIT_OPEN.set(0 if runtime.redis.available else 1)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

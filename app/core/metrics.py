@@ -1,8 +1,18 @@
-"""Prometheus metrics of the service, in one place so names stay consistent."""
+"""Prometheus metrics of the service, in one place so names stay consistent.
+
+With several worker processes (`WORKERS` > 1) each worker writes its figures to files in
+`PROMETHEUS_MULTIPROC_DIR` (prometheus_client's multiprocess mode, set up by `main.py`), and
+`/metrics`, whichever worker answers it, adds up all of them. Each gauge says how: a sum over the
+live workers, or the value a worker set most recently for figures every worker reads alike.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -11,9 +21,11 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-DB_POOL_CHECKED_OUT = Gauge("db_pool_connections_in_use", "Database connections checked out")
-DB_POOL_SIZE = Gauge("db_pool_size", "Database connections held by the pool")
-REDIS_CIRCUIT_OPEN = Gauge("redis_circuit_open", "1 while the Redis circuit breaker is open")
+DB_POOL_CHECKED_OUT = Gauge(
+    "db_pool_connections_in_use", "Database connections checked out", multiprocess_mode="livesum"
+)
+DB_POOL_SIZE = Gauge("db_pool_size", "Database connections held by the pool", multiprocess_mode="livesum")
+REDIS_CIRCUIT_OPEN = Gauge("redis_circuit_open", "1 while a Redis circuit breaker is open", multiprocess_mode="livemax")
 REDIS_FAILURES = Counter("redis_failures_total", "Redis calls that failed", ["operation"])
 AUTH_REVOCATION_UNCHECKED = Counter(
     "auth_revocation_unchecked_total", "Tokens accepted without a deny-list check (Redis down)"
@@ -35,9 +47,26 @@ VERSION_CONFLICT_RETRIES = Counter(
 EXPIRED_BY_SWEEPER = Counter("sweeper_expired_total", "Holds expired by the sweeper", ["kind"])
 
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Lifecycle messages published", ["type"])
-OUTBOX_BACKLOG = Gauge("outbox_backlog", "Outbox messages waiting to be published")
-OUTBOX_OLDEST_AGE = Gauge("outbox_oldest_age_seconds", "Age of the oldest unpublished message")
+OUTBOX_BACKLOG = Gauge("outbox_backlog", "Outbox messages waiting to be published", multiprocess_mode="livemostrecent")
+OUTBOX_OLDEST_AGE = Gauge(
+    "outbox_oldest_age_seconds", "Age of the oldest unpublished message", multiprocess_mode="livemostrecent"
+)
 OUTBOX_ERRORS = Counter("outbox_relay_errors_total", "Relay passes that failed")
 INBOUND_MESSAGES = Counter("inbound_messages_total", "Events-service messages", ["result"])
 CACHE_LOOKUPS = Counter("availability_cache_total", "Availability cache lookups", ["result"])
-SSE_CLIENTS = Gauge("sse_clients", "Clients connected to availability streams")
+SSE_CLIENTS = Gauge("sse_clients", "Clients connected to availability streams", multiprocess_mode="livesum")
+
+
+def exposition() -> bytes:
+    """Every metric in Prometheus' text format: this process's, or all workers' added up."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
+
+
+def forget_this_process() -> None:
+    """A worker shutting down: its live gauges no longer count."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

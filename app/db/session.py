@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import orjson
+from sqlalchemy import Pool, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from app.core import metrics
 from app.core.config import Settings
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         settings.sqlalchemy_database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -24,6 +26,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "server_settings": {"application_name": settings.service_name},
         },
     )
+    _count_connections(engine.sync_engine.pool, settings.db_pool_size)
+    return engine
+
+
+def _count_connections(pool: Pool, size: int) -> None:
+    """Keep the pool gauges current in every worker as connections come and go, not only in the
+    worker that answers a scrape."""
+    metrics.DB_POOL_SIZE.set(size)
+    event.listen(pool, "checkout", lambda *_: metrics.DB_POOL_CHECKED_OUT.inc())
+    event.listen(pool, "checkin", lambda *_: metrics.DB_POOL_CHECKED_OUT.dec())
 
 
 def _json_text(value: object) -> str:
