@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 
 import httpx
 from sqlalchemy import text
@@ -98,7 +99,12 @@ async def test_cut_database_connections_recover(settings: Settings, db: AsyncCon
     await assert_invariant(db)
 
 
+def metric_dirs() -> set[Path]:
+    return set(Path("/dev/shm").glob("bookings-metrics-*"))
+
+
 async def test_two_workers_answer_metrics_for_both(settings: Settings) -> None:
+    metric_dirs_before = metric_dirs()
     service = ServiceProcess({**process_env(settings), "WORKERS": "2"})
     service.start()
     try:
@@ -121,5 +127,7 @@ async def test_two_workers_answer_metrics_for_both(settings: Settings) -> None:
         for scrape in scrapes:  # whichever worker answers, it counts both
             assert 'bookings_total{outcome="created"} 30.0' in scrape
             assert f"db_pool_size {2 * settings.db_pool_size}.0" in scrape
+        assert service.terminate() == 0
+        assert metric_dirs() == metric_dirs_before  # removed on exit
     finally:
         service.stop()
