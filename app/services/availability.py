@@ -149,7 +149,7 @@ async def overview(runtime: Runtime, limit: int, offset: int, sort: str) -> tupl
         due = await sweeper.events_with_due_holds(session, [row.event.event_id for row in page], clock.now())
     if not due:
         return page, total
-    await sweeper.release_lapsed_holds(runtime, due)
+    await sweeper.expire_due_for_events(runtime, due)
     async with runtime.sessionmaker() as session:
         return await _overview_page(session, limit, offset, sort)
 

@@ -88,7 +88,12 @@ async def release_lapsed_holds(runtime: Runtime, event_ids: Collection[int]) -> 
     """Expire the events' lapsed holds now, if they have any; returns how many were expired."""
     async with runtime.sessionmaker() as session:
         due = await events_with_due_holds(session, event_ids, clock.now())
-    return sum([await expire_due_for_event(runtime, event_id) for event_id in sorted(due)])
+    return await expire_due_for_events(runtime, due)
+
+
+async def expire_due_for_events(runtime: Runtime, event_ids: Collection[int]) -> int:
+    """Expire the due holds of these events, one event at a time in event order; returns how many."""
+    return sum([await expire_due_for_event(runtime, event_id) for event_id in sorted(event_ids)])
 
 
 async def expire_due_for_event(runtime: Runtime, event_id: int) -> int:
