@@ -36,6 +36,7 @@ from app.models.enums import BookingStatus, PaymentStatus
 from app.models.event_availability import EventAvailability
 from app.schemas.booking import BookingRead
 from app.services import audit, idempotency, outbox
+from app.services.admission import AdmissionPass, refusal
 from app.services.audit import Actor
 from app.services.capacity import StaleVersion, note_hold_expiry, remember_event, run_locked
 from app.services.runtime import Runtime
@@ -62,6 +63,7 @@ class BookingRequest:
     payment_method: str | None = None
     notes: str | None = None
     claim: idempotency.Claim | None = None
+    admission: AdmissionPass | None = None
     future: asyncio.Future[BookingRead] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -189,9 +191,12 @@ def _allocate(event: EventAvailability | None, event_id: int, requests: list[Boo
     if not event.sales_open:
         return [SalesClosedError(f"Sales for event {event_id} are closed") for _ in requests]
     available = event.available_capacity
+    now = clock.now()
     errors: list[AppError | None] = []
     for request in requests:
-        if request.quantity <= available:
+        if event.waiting_room_enabled and (not_admitted := refusal(event, request.user_id, request.admission, now)):
+            errors.append(not_admitted)
+        elif request.quantity <= available:
             available -= request.quantity
             errors.append(None)
         else:

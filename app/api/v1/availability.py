@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, status
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import CurrentUser, Idempotency, RuntimeDep
+from app.api.deps import AdmissionToken, CurrentUser, Idempotency, RuntimeDep
 from app.api.v1 import PREFIX
 from app.api.v1.responses import problems
 from app.schemas.availability import EventAvailabilityRead, ReservationRead, ReserveRequest
@@ -32,14 +32,19 @@ async def get_availability(event_id: EventId, runtime: RuntimeDep, _user: Curren
     "/{event_id}/reserve",
     status_code=status.HTTP_201_CREATED,
     response_model=ReservationRead,
-    responses=problems(400, 404, 409, 503),
+    responses=problems(400, 403, 404, 409, 503),
     summary="Hold seats for a while (RESERVATION_TIMEOUT_MINUTES)",
     description="Answers the hold's `id` and `expires_at`; book it with `reservation_id`. "
-    "Send `Idempotency-Key` to retry safely.",
+    "Send `Idempotency-Key` to retry safely. While the event's waiting room is enabled, send "
+    "`X-Admission-Token` (403 `admission_required` without it).",
 )
-async def reserve(event_id: EventId, body: ReserveRequest, guard: Idempotency) -> object:
+async def reserve(
+    event_id: EventId, body: ReserveRequest, guard: Idempotency, admission_token: AdmissionToken = None
+) -> object:
     return await guard.run(
-        lambda claim: reservations.reserve(guard.runtime, guard.principal, event_id, body.quantity, claim)
+        lambda claim: reservations.reserve(
+            guard.runtime, guard.principal, event_id, body.quantity, claim, admission_token
+        )
     )
 
 

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.api.deps import CurrentUser, Idempotency, RuntimeDep
+from app.api.deps import AdmissionToken, CurrentUser, Idempotency, RuntimeDep
 from app.api.v1 import PREFIX
 from app.api.v1.responses import problems, rendered
 from app.models.enums import BookingStatus
@@ -21,14 +21,17 @@ BookingId = Annotated[int, Path(ge=1, le=2**63 - 1)]
     "/",
     status_code=status.HTTP_201_CREATED,
     response_model=BookingRead,
-    responses=problems(400, 404, 409, 503),
+    responses=problems(400, 403, 404, 409, 503),
     summary="Create a pending booking",
     description="Takes seats from the event (or from the caller's `reservation_id` hold). "
     "The booking holds them until `expires_at`. Not enough seats: 409 `insufficient_capacity`. "
-    "Send `Idempotency-Key` to retry safely.",
+    "Send `Idempotency-Key` to retry safely. While the event's waiting room is enabled, a booking that takes "
+    "new seats needs `X-Admission-Token` (403 `admission_required` without it); booking your own hold does not.",
 )
-async def create_booking(body: BookingCreate, guard: Idempotency) -> Response:
-    booking = await guard.run(lambda claim: bookings.create_booking(guard.runtime, guard.principal, body, claim))
+async def create_booking(body: BookingCreate, guard: Idempotency, admission_token: AdmissionToken = None) -> Response:
+    booking = await guard.run(
+        lambda claim: bookings.create_booking(guard.runtime, guard.principal, body, claim, admission_token)
+    )
     return rendered(booking, status.HTTP_201_CREATED)
 
 

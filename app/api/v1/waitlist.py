@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from app.api.deps import CurrentUser, Idempotency, RuntimeDep, SessionDep
+from app.api.deps import AdmissionToken, CurrentUser, Idempotency, RuntimeDep, SessionDep
 from app.api.v1 import PREFIX
 from app.api.v1.responses import problems
 from app.schemas.booking import BookingRead
@@ -21,11 +21,15 @@ EntryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
     "/",
     status_code=status.HTTP_201_CREATED,
     response_model=WaitlistEntryRead,
-    responses=problems(400, 404, 409, 503),
+    responses=problems(400, 403, 404, 409, 503),
     summary="Join an event's waitlist (only when not enough seats are open)",
+    description="While the event's waiting room is enabled, send `X-Admission-Token` "
+    "(403 `admission_required` without it).",
 )
-async def join(body: WaitlistJoin, guard: Idempotency) -> object:
-    return await guard.run(lambda claim: waitlist.join(guard.runtime, guard.principal, body, claim))
+async def join(body: WaitlistJoin, guard: Idempotency, admission_token: AdmissionToken = None) -> object:
+    return await guard.run(
+        lambda claim: waitlist.join(guard.runtime, guard.principal, body, claim, admission_token)
+    )
 
 
 @router.get("/", response_model=Page[WaitlistEntryRead], responses=problems(), summary="List your waitlist entries")
