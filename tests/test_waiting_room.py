@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,22 +41,37 @@ async def test_admin_settings_are_validated_audited_and_shown(api: Api) -> None:
     await api.create_event(1, capacity=10)
     room = await enable(api, 1, admit_per_minute=120)
     assert room == {
-        "event_id": 1, "enabled": True, "admit_per_minute": 120, "admission_minutes": 10,
-        "waiting": 0, "admitted": 0, "admission_rate_per_minute": 120.0, "oldest_wait_seconds": 0.0,
-    }  # fmt: skip
+        "event_id": 1,
+        "enabled": True,
+        "admit_per_minute": 120,
+        "admission_minutes": 10,
+        "waiting": 0,
+        "admitted": 0,
+        "admission_rate_per_minute": 120.0,
+        "oldest_wait_seconds": 0.0,
+    }
     await enable(api, 1, admit_per_minute=120, enabled=False)
     await enable(api, 1, admit_per_minute=30, enabled=False)
     audit = await api.client.get("/api/v1/admin/audit/?entity_type=waiting_room", headers=api.admin())
     actions = sorted(entry["action"] for entry in audit.json()["items"])
-    assert actions == ["waiting_room.disabled", "waiting_room.enabled", "waiting_room.rate_changed",
-                       "waiting_room.rate_changed"]  # fmt: skip
+    assert actions == [
+        "waiting_room.disabled",
+        "waiting_room.enabled",
+        "waiting_room.rate_changed",
+        "waiting_room.rate_changed",
+    ]
 
-    for bad in ({"enabled": True, "admit_per_minute": 0}, {"enabled": True, "admit_per_minute": "5"},
-                {"enabled": "yes", "admit_per_minute": 5}, {"enabled": True}):  # fmt: skip
+    for bad in (
+        {"enabled": True, "admit_per_minute": 0},
+        {"enabled": True, "admit_per_minute": "5"},
+        {"enabled": "yes", "admit_per_minute": 5},
+        {"enabled": True},
+    ):
         refused = await api.client.put("/api/v1/admin/queue/1", json=bad, headers=api.admin())
         assert refused.status_code == 422, bad
-    as_user = await api.client.put("/api/v1/admin/queue/1", json={"enabled": True, "admit_per_minute": 5},
-                                   headers=api.headers(5))  # fmt: skip
+    as_user = await api.client.put(
+        "/api/v1/admin/queue/1", json={"enabled": True, "admit_per_minute": 5}, headers=api.headers(5)
+    )
     assert as_user.status_code == 403
     unknown = await api.client.get("/api/v1/admin/queue/99", headers=api.admin())
     assert unknown.status_code == 404
@@ -68,8 +84,11 @@ async def test_without_admission_holds_bookings_and_waitlist_are_refused(api: Ap
         await api.book(7, 1),
         await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 1}, headers=api.headers(7)),
         await api.client.post("/api/v1/waitlist/", json={"event_id": 1, "quantity": 1}, headers=api.headers(7)),
-        await api.client.post("/api/v1/bookings/", json={"event_id": 1, "quantity": 1},
-                              headers=api.headers(7, **{"X-Admission-Token": "forged"})),  # fmt: skip
+        await api.client.post(
+            "/api/v1/bookings/",
+            json={"event_id": 1, "quantity": 1},
+            headers=api.headers(7, **{"X-Admission-Token": "forged"}),
+        ),
     ]
     for response in attempts:
         assert response.status_code == 403, response.text
@@ -104,22 +123,27 @@ async def test_admission_is_personal_for_one_event_and_lapses(api: Api, db: Asyn
     not_joined = await api.client.get(f"{QUEUE}/1", headers=api.headers(9))
     assert not_joined.status_code == 404
 
-    someone_else = await api.client.post("/api/v1/bookings/", json={"event_id": 1, "quantity": 1},
-                                         headers=admitted(api, 8, token))  # fmt: skip
-    other_event = await api.client.post("/api/v1/bookings/", json={"event_id": 2, "quantity": 1},
-                                        headers=admitted(api, 7, token))  # fmt: skip
+    someone_else = await api.client.post(
+        "/api/v1/bookings/", json={"event_id": 1, "quantity": 1}, headers=admitted(api, 8, token)
+    )
+    other_event = await api.client.post(
+        "/api/v1/bookings/", json={"event_id": 2, "quantity": 1}, headers=admitted(api, 7, token)
+    )
     assert someone_else.status_code == other_event.status_code == 403
 
-    hold = await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 2},
-                                 headers=admitted(api, 7, token))  # fmt: skip
+    hold = await api.client.post(
+        "/api/v1/availability/1/reserve", json={"quantity": 2}, headers=admitted(api, 7, token)
+    )
     assert hold.status_code == 201, hold.text
-    booked = await api.client.post("/api/v1/bookings/", json={"event_id": 1, "quantity": 1},
-                                   headers=admitted(api, 7, token))  # fmt: skip
+    booked = await api.client.post(
+        "/api/v1/bookings/", json={"event_id": 1, "quantity": 1}, headers=admitted(api, 7, token)
+    )
     assert booked.status_code == 201, booked.text
 
     clock.advance(timedelta(minutes=11))
-    lapsed = await api.client.post("/api/v1/bookings/", json={"event_id": 1, "quantity": 1},
-                                   headers=admitted(api, 7, token))  # fmt: skip
+    lapsed = await api.client.post(
+        "/api/v1/bookings/", json={"event_id": 1, "quantity": 1}, headers=admitted(api, 7, token)
+    )
     assert lapsed.status_code == 403
     assert await count(db, "bookings") == 1
     await assert_invariant(db)
@@ -129,8 +153,9 @@ async def test_booking_your_own_hold_needs_no_new_admission(api: Api) -> None:
     await api.create_event(1, capacity=10)
     await enable(api, 1, admit_per_minute=1, minutes=1)
     token = (await join(api, 7, 1)).json()["admission_token"]
-    hold = await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 2},
-                                 headers=admitted(api, 7, token))  # fmt: skip
+    hold = await api.client.post(
+        "/api/v1/availability/1/reserve", json={"quantity": 2}, headers=admitted(api, 7, token)
+    )
     assert hold.status_code == 201, hold.text
     clock.advance(timedelta(minutes=2))  # the admission has lapsed, the hold (10 minutes) has not
     booked = await api.book(7, 1, quantity=2, reservation_id=hold.json()["id"])
@@ -151,8 +176,9 @@ async def test_turning_the_room_off_and_on_again(api: Api) -> None:
 
     await enable(api, 1, admit_per_minute=1)
     assert (await api.book(10, 1)).status_code == 403
-    with_pass = await api.client.post("/api/v1/bookings/", json={"event_id": 1, "quantity": 1},
-                                      headers=admitted(api, 7, token))  # fmt: skip
+    with_pass = await api.client.post(
+        "/api/v1/bookings/", json={"event_id": 1, "quantity": 1}, headers=admitted(api, 7, token)
+    )
     assert with_pass.status_code == 201  # admitted before: still admitted
 
 
@@ -172,9 +198,11 @@ async def test_a_thousand_buyers_on_two_instances_are_admitted_in_join_order(set
             if not waiting:
                 break
             await asyncio.sleep(0.25)
-            answers = await asyncio.gather(
-                *((first if user % 2 else second).client.get(f"{QUEUE}/1", headers=first.headers(user)) for user in waiting)
-            )
+            asks = [
+                (first if user % 2 else second).client.get(f"{QUEUE}/1", headers=first.headers(user))
+                for user in waiting
+            ]
+            answers = await asyncio.gather(*asks)
             for user, answer in zip(waiting, answers, strict=True):
                 assert answer.json()["position"] <= latest[user]["position"], "a position went backwards"
                 latest[user] = answer.json()
@@ -183,7 +211,7 @@ async def test_a_thousand_buyers_on_two_instances_are_admitted_in_join_order(set
     assert all(ticket["status"] == "admitted" for ticket in latest.values())
     by_ticket = sorted(latest.values(), key=lambda t: int(t["ticket_id"].rsplit("-", 1)[1]))
     admitted_at = [datetime.fromisoformat(t["admitted_at"]) for t in by_ticket]
-    out_of_order = sum(1 for earlier, later in zip(admitted_at, admitted_at[1:]) if later < earlier)
+    out_of_order = sum(1 for earlier, later in itertools.pairwise(admitted_at) if later < earlier)
     assert out_of_order == 0
     assert overview["admitted"] == 1000 and overview["waiting"] == 0
 
@@ -202,8 +230,9 @@ async def test_redis_outage_keeps_admissions_and_places(database_url: str, db: A
             redis.stop()
             refused = await join(api, 9, 1)
             assert refused.status_code == 503 and refused.headers["Retry-After"]
-            booked = await api.client.post("/api/v1/bookings/", json={"event_id": 1, "quantity": 1},
-                                           headers=admitted(api, 7, token))  # fmt: skip
+            booked = await api.client.post(
+                "/api/v1/bookings/", json={"event_id": 1, "quantity": 1}, headers=admitted(api, 7, token)
+            )
             assert booked.status_code == 201, booked.text
 
             redis.start()  # the same data directory: its append-only file brings the line back
@@ -245,8 +274,9 @@ async def test_the_line_outlives_an_instance_killed_with_sigkill(settings: Setti
             await survivor.create_event(1, capacity=10)
             await enable(survivor, 1, admit_per_minute=1)
             async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
-                places = [(await client.post(f"{QUEUE}/1/join", headers=survivor.headers(user))).json()
-                          for user in (7, 8, 9)]  # fmt: skip
+                places = [
+                    (await client.post(f"{QUEUE}/1/join", headers=survivor.headers(user))).json() for user in (7, 8, 9)
+                ]
             service.kill()
             for user, place in zip((7, 8, 9), places, strict=True):
                 kept = (await survivor.client.get(f"{QUEUE}/1", headers=survivor.headers(user))).json()

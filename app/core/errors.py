@@ -69,6 +69,17 @@ class InsufficientCapacityError(ConflictError):
         super().__init__(f"Not enough seats available: {available} left", extra={"available": available})
 
 
+class TicketLimitExceededError(ConflictError):
+    code = "ticket_limit_exceeded"
+    title = "Ticket limit reached"
+
+    def __init__(self, limit: int, held: int) -> None:
+        super().__init__(
+            f"At most {limit} seats per buyer for this event; you already have {held}",
+            extra={"limit": limit, "held": held},
+        )
+
+
 class SalesClosedError(ConflictError):
     code = "sales_closed"
     title = "Sales closed"

@@ -22,6 +22,7 @@ class EventAvailability(Base):
         CheckConstraint("reserved_capacity >= 0", name="reserved_non_negative"),
         CheckConstraint("confirmed_capacity >= 0", name="confirmed_non_negative"),
         CheckConstraint("price >= 0", name="price_non_negative"),
+        CheckConstraint("max_tickets_per_user >= 1", name="max_tickets_per_user_positive"),
         CheckConstraint("waiting_room_admit_per_minute >= 1", name="waiting_room_rate_positive"),
         CheckConstraint("waiting_room_admission_minutes >= 1", name="waiting_room_admission_positive"),
     )
@@ -40,6 +41,8 @@ class EventAvailability(Base):
     starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_inbound_digest: Mapped[str | None] = mapped_column(String(64))
+    # Seats one buyer may hold or have bought for this event (app/services/buyer_limit.py); None: no limit.
+    max_tickets_per_user: Mapped[int | None] = mapped_column(Integer)
     # The virtual waiting room (app/services/waiting_room.py): while enabled, new holds, bookings and
     # waitlist entries need an admission. Changing it does not move `version`: it moves no seats.
     waiting_room_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())

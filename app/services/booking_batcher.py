@@ -35,8 +35,8 @@ from app.models.booking import Booking
 from app.models.enums import BookingStatus, PaymentStatus
 from app.models.event_availability import EventAvailability
 from app.schemas.booking import BookingRead
-from app.services import audit, idempotency, outbox
-from app.services.admission import AdmissionPass, refusal
+from app.services import admission, audit, buyer_limit, idempotency, outbox
+from app.services.admission import AdmissionPass
 from app.services.audit import Actor
 from app.services.capacity import StaleVersion, note_hold_expiry, remember_event, run_locked
 from app.services.runtime import Runtime
@@ -162,17 +162,19 @@ class BookingBatcher:
             # (hot) event's row is locked only by the capacity UPDATE at the end, for the least time.
             read = read.with_for_update()
         events = {event.event_id: event for event in await session.scalars(read)}
+        now = clock.now()
+        buyers = [(request.event_id, request.user_id) for requests in by_event.values() for request in requests]
+        allowance = await buyer_limit.allowance_for(session, events.values(), buyers, now)
         outcomes: dict[int, Outcome] = {}
         accepted: list[tuple[BookingRequest, EventAvailability]] = []
         for event_id, requests in by_event.items():
             event = events.get(event_id)
-            for request, error in zip(requests, _allocate(event, event_id, requests), strict=True):
+            for request, error in zip(requests, _allocate(event, event_id, requests, allowance, now), strict=True):
                 if error is not None:
                     outcomes[id(request)] = error
                 elif event is not None:
                     accepted.append((request, event))
         if accepted:
-            now = clock.now()
             expires_at = now + timedelta(minutes=self._runtime.settings.booking_timeout_minutes)
             bookings = await _insert_bookings(session, accepted, now, expires_at)
             await _record(session, [request for request, _ in accepted], bookings, now)
@@ -184,23 +186,31 @@ class BookingBatcher:
         return outcomes
 
 
-def _allocate(event: EventAvailability | None, event_id: int, requests: list[BookingRequest]) -> list[AppError | None]:
+def _allocate(
+    event: EventAvailability | None,
+    event_id: int,
+    requests: list[BookingRequest],
+    allowance: buyer_limit.Allowance,
+    now: datetime,
+) -> list[AppError | None]:
     """Seats in arrival order; `None` marks a request that gets a booking."""
     if event is None:
         return [NotFoundError(f"Event {event_id} has no availability") for _ in requests]
     if not event.sales_open:
         return [SalesClosedError(f"Sales for event {event_id} are closed") for _ in requests]
     available = event.available_capacity
-    now = clock.now()
     errors: list[AppError | None] = []
     for request in requests:
-        if event.waiting_room_enabled and (not_admitted := refusal(event, request.user_id, request.admission, now)):
-            errors.append(not_admitted)
-        elif request.quantity <= available:
+        error: AppError | None = None
+        if event.waiting_room_enabled:
+            error = admission.refusal(event, request.user_id, request.admission, now)
+        if error is None and request.quantity > available:
+            error = InsufficientCapacityError(available)
+        if error is None:
+            error = allowance.refusal(event, request.user_id, request.quantity)
+        if error is None:
             available -= request.quantity
-            errors.append(None)
-        else:
-            errors.append(InsufficientCapacityError(available))
+        errors.append(error)
     return errors
 
 

@@ -15,7 +15,7 @@ from app.models.enums import ReservationStatus
 from app.models.event_availability import EventAvailability
 from app.models.reservation import Reservation
 from app.schemas.availability import ReservationRead
-from app.services import admission, audit, idempotency, outbox, waitlist_offers
+from app.services import admission, audit, buyer_limit, idempotency, outbox, waitlist_offers
 from app.services.audit import Actor
 from app.services.bookings import check_quantity
 from app.services.capacity import note_hold_expiry, run_locked, shift_seats, snapshot, take_seats
@@ -40,10 +40,11 @@ async def reserve(
     async def operation(session: AsyncSession) -> Reservation:
         now = clock.now()
 
-        def admitted(event: EventAvailability) -> None:
+        async def may_hold(event: EventAvailability) -> None:
             admission.require(event, principal.user_id, admission_pass, now)
+            await buyer_limit.check(session, event, principal.user_id, quantity, now)
 
-        event = await take_seats(session, event_id, quantity, gate=admitted)
+        event = await take_seats(session, event_id, quantity, gate=may_hold)
         hold = Reservation(
             user_id=principal.user_id,
             event_id=event_id,
