@@ -61,7 +61,9 @@ async def test_a_surrogate_in_one_request_fails_only_that_request(api: Api, db: 
 
 async def test_several_bad_requests_in_one_batch_fail_alone(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=50)
-    requests = [request_for(100 + n, 1, notes=UNPAIRED_SURROGATE if n % 5 == 0 else None) for n in range(20)]
+    requests = [request_for(100 + n, 1, notes=UNPAIRED_SURROGATE if n % 10 == 0 else None) for n in range(20)]
+    for n in (5, 15):
+        requests[n].payment_method = "card" + UNPAIRED_SURROGATE
     outcomes = await asyncio.gather(*(api.runtime.batcher.submit(r) for r in requests), return_exceptions=True)
 
     for n, outcome in enumerate(outcomes):
