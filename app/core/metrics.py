@@ -35,6 +35,9 @@ BOOKINGS = Counter("bookings_total", "Booking attempts by outcome", ["outcome"])
 BOOKING_BATCH_SIZE = Histogram(
     "booking_batch_size", "Bookings committed per transaction", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
 )
+BOOKING_BATCH_SPLITS = Counter(
+    "booking_batch_splits_total", "Booking batches split in two after a data error of one of their requests"
+)
 LOCK_ACQUISITIONS = Counter("event_lock_acquisitions_total", "Per-event lock attempts", ["result"])
 LOCK_WAIT = Histogram(
     "event_lock_wait_seconds",

@@ -51,7 +51,10 @@ def audit_row(
     now: datetime,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    *,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
+    """`request_id` defaults to the current request's (from the logging context)."""
     return {
         "occurred_at": now,
         "actor_type": actor.type,
@@ -61,7 +64,7 @@ def audit_row(
         "entity_id": entity_id,
         "before": before,
         "after": after,
-        "request_id": current_request_id(),
+        "request_id": request_id if request_id is not None else current_request_id(),
     }
 
 

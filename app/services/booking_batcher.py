@@ -10,11 +10,16 @@ ceiling of one booking per transaction, and how many quiet events share round tr
 
 Seats go to requests in arrival order; a request that does not fit in what is left is refused
 with `insufficient_capacity` while smaller ones behind it may still fit.
+
+A batch that fails on a value PostgreSQL cannot take (a data error) failed for one of its requests,
+not for all: it is split in halves and each half booked again, down to the request(s) at fault,
+which alone are refused. Only failures cost the extra transactions; the fast path is unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
@@ -22,8 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Integer, bindparam, func, insert, select, update
+from sqlalchemy import BigInteger, Integer, Numeric, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
@@ -48,6 +54,48 @@ REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no 
 BOOKINGS = table_of(Booking)
 
 
+def _largest_storable(column_type: object) -> Decimal:
+    """The largest amount a `NUMERIC(precision, scale)` column holds: 9999999999.99 for (12, 2)."""
+    assert isinstance(column_type, Numeric) and column_type.precision is not None and column_type.scale is not None
+    return Decimal(10) ** (column_type.precision - column_type.scale) - Decimal(1).scaleb(-column_type.scale)
+
+
+MAX_TOTAL_AMOUNT = _largest_storable(BOOKINGS.c.total_amount.type)
+
+
+class AmountOutOfRangeError(AppError):
+    status_code = 422
+    code = "amount_out_of_range"
+    title = "Amount too large"
+
+
+class UnstorableValueError(AppError):
+    """A value of this request that PostgreSQL refused (SQLSTATE class 22, or not encodable)."""
+
+    status_code = 422
+    code = "invalid_value"
+    title = "Unprocessable Content"
+
+
+def booking_amount(event: EventAvailability, quantity: int) -> Decimal:
+    """What `quantity` seats cost, refused when a booking could not store it."""
+    if quantity > most_seats_storable(event):
+        raise _amount_out_of_range(event, quantity)
+    return event.price * quantity
+
+
+def most_seats_storable(event: EventAvailability) -> int | float:
+    """The most seats of this event one booking's `total_amount` can hold the price of."""
+    return int(MAX_TOTAL_AMOUNT // event.price) if event.price > 0 else float("inf")
+
+
+def _amount_out_of_range(event: EventAvailability, quantity: int) -> AmountOutOfRangeError:
+    return AmountOutOfRangeError(
+        f"{quantity} seats at {event.price} {event.currency} cost more than a booking can hold "
+        f"({MAX_TOTAL_AMOUNT} {event.currency}); book fewer seats"
+    )
+
+
 def new_booking_reference() -> str:
     """`BK-` and ten random characters: short to read out, 50 bits, not derivable from another."""
     bits = secrets.randbits(50)
@@ -64,10 +112,12 @@ class BookingRequest:
     notes: str | None = None
     claim: idempotency.Claim | None = None
     admission: AdmissionPass | None = None
+    # Taken from the submitting request's context: the batch runs in a task of its own.
+    request_id: str | None = field(default_factory=audit.current_request_id)
     future: asyncio.Future[BookingRead] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-Outcome = BookingRead | AppError
+Outcome = BookingRead | Exception
 
 
 ReleaseLapsed = Callable[[Runtime, Collection[int]], Awaitable[int]]
@@ -84,7 +134,8 @@ class BookingBatcher:
     async def submit(self, request: BookingRequest) -> BookingRead:
         self._queue.append(request)
         if self._drainer is None:
-            self._drainer = asyncio.create_task(self._drain())
+            # A fresh context: the batch must not carry the first request's id (its logs, audit rows).
+            self._drainer = asyncio.create_task(self._drain(), context=contextvars.Context())
         # Shielded: a client that goes away must not cancel the batch it is part of.
         return await asyncio.shield(request.future)
 
@@ -117,12 +168,10 @@ class BookingBatcher:
 
     async def _process(self, batch: list[BookingRequest]) -> None:
         outcomes = await self._attempt(batch)
-        if outcomes is None:
-            return
         refused = [r for r in batch if isinstance(outcomes[id(r)], InsufficientCapacityError)]
         if refused and await self._released_lapsed({r.event_id for r in refused}):
             # Seats held by lapsed holds came back: the refused requests get a second look.
-            outcomes.update(await self._attempt(refused) or {})
+            outcomes.update(await self._attempt(refused))
         for request in batch:
             _settle(request, outcomes[id(request)])
 
@@ -134,8 +183,8 @@ class BookingBatcher:
             log.warning("lapsed_holds_not_released", event_ids=sorted(event_ids), exc_info=True)
             return False
 
-    async def _attempt(self, batch: list[BookingRequest]) -> dict[int, Outcome] | None:
-        """Book the batch; on failure every request is answered with it and None is returned."""
+    async def _attempt(self, batch: list[BookingRequest]) -> dict[int, Outcome]:
+        """Book the batch: each request's booking or refusal; a failure is every request's outcome."""
         by_event: dict[int, list[BookingRequest]] = {}
         for request in batch:
             by_event.setdefault(request.event_id, []).append(request)
@@ -143,12 +192,27 @@ class BookingBatcher:
             return await run_locked(
                 self._runtime, list(by_event), lambda session: self._book(session, by_event), rows_first=False
             )
-        except Exception as exc:  # every waiting request gets the batch's failure
-            if not isinstance(exc, AppError):
+        except Exception as exc:
+            failure: Exception = exc
+            if is_data_error(exc):
+                if len(batch) > 1:
+                    return await self._isolate(batch, exc)
+                failure = UnstorableValueError("A value in the request cannot be stored")
+                failure.__cause__ = exc
+                log.warning("booking_value_refused", sqlstate=getattr(getattr(exc, "orig", None), "sqlstate", None))
+            elif not isinstance(exc, AppError):
                 log.exception("booking_batch_failed", size=len(batch))
-            for request in batch:
-                _settle(request, exc)
-            return None
+            return {id(request): failure for request in batch}
+
+    async def _isolate(self, batch: list[BookingRequest], exc: Exception) -> dict[int, Outcome]:
+        """The data error belongs to some request(s) of the batch: book each half on its own, in
+        arrival order, so only the request(s) at fault are refused (2 log2(n) transactions for one)."""
+        log.warning("booking_batch_split", size=len(batch), error_type=type(exc).__name__)
+        metrics.BOOKING_BATCH_SPLITS.inc()
+        middle = len(batch) // 2
+        outcomes = await self._attempt(batch[:middle])
+        outcomes.update(await self._attempt(batch[middle:]))
+        return outcomes
 
     async def _book(self, session: AsyncSession, by_event: dict[int, list[BookingRequest]]) -> dict[int, Outcome]:
         read = (
@@ -199,19 +263,33 @@ def _allocate(
     if not event.sales_open:
         return [SalesClosedError(f"Sales for event {event_id} are closed") for _ in requests]
     available = event.available_capacity
+    storable = most_seats_storable(event)
     errors: list[AppError | None] = []
     for request in requests:
-        error: AppError | None = None
-        if event.waiting_room_enabled:
-            error = admission.refusal(event, request.user_id, request.admission, now)
-        if error is None and request.quantity > available:
-            error = InsufficientCapacityError(available)
-        if error is None:
-            error = allowance.refusal(event, request.user_id, request.quantity)
+        error = _refusal(event, request, available, storable, allowance, now)
         if error is None:
             available -= request.quantity
         errors.append(error)
     return errors
+
+
+def _refusal(
+    event: EventAvailability,
+    request: BookingRequest,
+    available: int,
+    storable: int | float,
+    allowance: buyer_limit.Allowance,
+    now: datetime,
+) -> AppError | None:
+    """Why `request` gets no seats of `event` with `available` left; None when it gets them."""
+    not_admitted = event.waiting_room_enabled and admission.refusal(event, request.user_id, request.admission, now)
+    if not_admitted:
+        return not_admitted
+    if request.quantity > storable:  # its amount could not be stored: refused before the INSERT
+        return _amount_out_of_range(event, request.quantity)
+    if request.quantity > available:
+        return InsufficientCapacityError(available)
+    return allowance.refusal(event, request.user_id, request.quantity)  # last: it counts what it allows
 
 
 async def _insert_bookings(
@@ -253,7 +331,11 @@ async def _record(
     messages = []
     for request, booking in zip(accepted, bookings, strict=True):
         data = booking.model_dump(mode="json")
-        audit_rows.append(audit.audit_row(request.actor, "booking.created", "booking", booking.id, now, after=data))
+        audit_rows.append(
+            audit.audit_row(
+                request.actor, "booking.created", "booking", booking.id, now, after=data, request_id=request.request_id
+            )
+        )
         messages.append(outbox.booking_message("BookingCreated", data, now))
         await idempotency.store_in(session, request.claim, 201, data)
     await audit.record(session, *audit_rows)
@@ -309,6 +391,16 @@ SEATS_TAKEN = select(
     func.unnest(bindparam("totals", type_=ARRAY(Integer))).label("total"),
     func.unnest(bindparam("versions", type_=ARRAY(Integer))).label("version"),
 ).subquery("taken")
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """A failure caused by a value in the statement (SQLSTATE class 22, e.g. numeric overflow or
+    text asyncpg cannot encode), as opposed to conflicts, deadlocks or a lost connection."""
+    if isinstance(exc, DBAPIError):
+        return not exc.connection_invalidated and str(getattr(exc.orig, "sqlstate", "") or "").startswith("22")
+    if isinstance(exc, StatementError):  # a value SQLAlchemy itself could not bind
+        return isinstance(exc.orig, UnicodeError)
+    return isinstance(exc, UnicodeError)
 
 
 def _settle(request: BookingRequest, outcome: Outcome | BaseException) -> None:

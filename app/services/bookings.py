@@ -19,7 +19,7 @@ from app.models.reservation import Reservation
 from app.schemas.booking import BookingCreate, BookingRead
 from app.services import admission, audit, idempotency, outbox, waitlist_offers
 from app.services.audit import Actor
-from app.services.booking_batcher import BookingRequest, new_booking_reference
+from app.services.booking_batcher import BookingRequest, booking_amount, new_booking_reference
 from app.services.capacity import get_event, note_hold_expiry, run_locked, shift_seats
 from app.services.runtime import Runtime
 
@@ -144,7 +144,7 @@ async def book_held_seats(
         event_id=event_id,
         booking_reference=new_booking_reference(),
         quantity=quantity,
-        total_amount=event.price * quantity,
+        total_amount=booking_amount(event, quantity),
         currency=event.currency,
         status=BookingStatus.PENDING,
         payment_status=PaymentStatus.PENDING,
@@ -184,7 +184,11 @@ async def transition(
     now: datetime,
     **changes: Any,
 ) -> Booking:
-    """Move a booking to `target` in the caller's locked transaction, with every side effect."""
+    """Move a booking to `target` in the caller's locked transaction, with every side effect.
+
+    Cancelling a booking whose payment completed also refunds it (SPEC section 3): its payment
+    status becomes `refunded` in the same change, and `BookingRefunded` follows `BookingCancelled`.
+    """
     rule = TRANSITIONS.get((booking.status, target))
     if rule is None:
         raise InvalidTransitionError(
@@ -192,6 +196,9 @@ async def transition(
             f"A {booking.status.value} booking cannot become {target.value}",
         )
     (available, reserved, confirmed), message_type = rule
+    refund = target is BookingStatus.CANCELLED and booking.payment_status is PaymentStatus.COMPLETED
+    if refund:
+        changes["payment_status"] = PaymentStatus.REFUNDED
     before = booking_data(booking)
     booking.status = target
     for name, value in changes.items():
@@ -213,9 +220,28 @@ async def transition(
         audit.audit_row(actor, f"booking.{target.value}", "booking", booking.id, now, before=before, after=after),
     )
     await outbox.enqueue(session, now, outbox.booking_message(message_type, after, now))
+    if refund:
+        await announce_refund(session, actor, booking.id, before, after, now)
     if available:
         await waitlist_offers.offer_freed_seats(session, runtime.settings, booking.event_id, now)
     return booking
+
+
+async def announce_refund(
+    session: AsyncSession,
+    actor: Actor,
+    booking_id: int,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    now: datetime,
+) -> None:
+    """The money for a booking that no longer stands goes back: audited, and `BookingRefunded`
+    published for the payment side to act on."""
+    await audit.record(
+        session,
+        audit.audit_row(actor, "payment.refund_required", "booking", booking_id, now, before=before, after=after),
+    )
+    await outbox.enqueue(session, now, outbox.booking_message("BookingRefunded", after, now))
 
 
 async def _locked_transition(

@@ -35,12 +35,26 @@ class Replay:
     body: Any
 
 
+# Nesting is at most the number of brackets: a body with fewer parses and prints far inside
+# Python's recursion limit, whatever the call stack above it.
+MAX_CANONICAL_BRACKETS = 256
+
+
 def request_fingerprint(method: str, path: str, body: bytes) -> str:
+    """The same JSON in any layout (key order, spacing) has one fingerprint; any other body is
+    taken byte for byte, so a body too deep to parse safely can neither raise nor collide."""
+    canonical = _canonical_json(body)
+    payload = body if canonical is None else canonical.encode()
+    return hashlib.sha256(f"{method} {path}\n".encode() + payload).hexdigest()
+
+
+def _canonical_json(body: bytes) -> str | None:
+    if body.count(b"[") + body.count(b"{") > MAX_CANONICAL_BRACKETS:
+        return None
     try:
-        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":"))
-    except ValueError:
-        canonical = body.decode("utf-8", "replace")
-    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+        return json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":"))
+    except ValueError:  # not JSON (nor UTF-8), or a number too long to read
+        return None
 
 
 async def claim(

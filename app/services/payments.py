@@ -190,11 +190,7 @@ async def _mark_for_refund(session: AsyncSession, booking: Booking, now: datetim
     before = booking_data(booking)
     booking.payment_status, booking.updated_at = PaymentStatus.REFUNDED, now
     await session.flush()
-    after = booking_data(booking)
-    await audit.record(
-        session, audit.audit_row(PROVIDER, "payment.refund_required", "booking", booking.id, now, before, after)
-    )
-    await outbox.enqueue(session, now, outbox.booking_message("BookingRefunded", after, now))
+    await bookings.announce_refund(session, PROVIDER, booking.id, before, booking_data(booking), now)
 
 
 async def _failed(session: AsyncSession, booking: Booking) -> WebhookOutcome:
