@@ -123,9 +123,9 @@ async def configure(
         event.waiting_room_admit_per_minute = wanted.admit_per_minute
         event.waiting_room_admission_minutes = wanted.admission_minutes
         now = clock.now()
-        actor, changes = Actor.of(principal), {"before": before.model_dump(), "after": wanted.model_dump()}
+        actor, was, now_is = Actor.of(principal), before.model_dump(), wanted.model_dump()
         rows = [
-            audit.audit_row(actor, action, "waiting_room", event_id, now, **changes)
+            audit.audit_row(actor, action, "waiting_room", event_id, now, before=was, after=now_is)
             for action in _audit_actions(before, wanted)
         ]
         await audit.record(session, *rows)
