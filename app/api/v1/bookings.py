@@ -24,7 +24,7 @@ from app.core.errors import ConflictError, InsufficientCapacityError, NotFoundEr
 from app.models.enums import BookingStatus
 from app.schemas.booking import BookingCreate, BookingRead, BookingStatusRead
 from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
-from app.schemas.payment import PaymentStart
+from app.schemas.payment import PaymentIntent, PaymentStart
 from app.services import bookings, payments
 
 router = APIRouter(prefix=f"{PREFIX}/bookings", tags=["bookings"])
@@ -144,6 +144,7 @@ async def cancel_booking(booking_id: BookingId, runtime: RuntimeDep, user: Curre
 @router.post(
     "/{booking_id}/payment",
     status_code=status.HTTP_201_CREATED,
+    response_model=PaymentIntent,
     operation_id="startPayment",
     responses={201: success("What to hand to the payment provider", replayable=True), **PROBLEMS["startPayment"]},
     summary="Start paying a pending booking",
