@@ -231,3 +231,24 @@ def test_status_phrases_are_http_phrases(doc: dict[str, Any]) -> None:
         for status, response in op["responses"].items():
             if int(status) >= 400 and (op["operationId"], status) not in NOT_PROBLEMS:
                 assert response["description"].startswith(http.HTTPStatus(int(status)).phrase)
+
+
+async def test_created_bookings_are_located(api: Api) -> None:
+    await api.create_event(1, capacity=1)
+    headers = {**api.headers(5), "Idempotency-Key": "book-once"}
+    first = await api.client.post("/api/v1/bookings/", json={"event_id": 1, "quantity": 1}, headers=headers)
+    again = await api.client.post("/api/v1/bookings/", json={"event_id": 1, "quantity": 1}, headers=headers)
+    assert first.status_code == again.status_code == 201, first.text
+    assert first.headers["location"] == again.headers["location"] == f"/api/v1/bookings/{first.json()['id']}"
+    assert again.headers["idempotent-replayed"] == "true"
+    assert (await api.client.get(first.headers["location"], headers=api.headers(5))).json()["id"] == first.json()["id"]
+    refused = await api.book(6, 1)
+    assert refused.status_code == 409 and "location" not in refused.headers
+
+    entry = await api.client.post("/api/v1/waitlist/", json={"event_id": 1, "quantity": 1}, headers=api.headers(6))
+    cancelled = await api.client.put(f"{first.headers['location']}/cancel", headers=api.headers(5))
+    assert cancelled.status_code == 200, cancelled.text
+    offer = await api.client.post(f"/api/v1/waitlist/{entry.json()['id']}/book", headers=api.headers(6))
+    assert offer.status_code == 201, offer.text
+    assert offer.headers["location"] == f"/api/v1/bookings/{offer.json()['id']}"
+    assert offer.json()["waitlist_entry_id"] == entry.json()["id"] and offer.json()["total_amount"] == "10.00"

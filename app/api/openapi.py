@@ -41,6 +41,7 @@ HEADERS: dict[str, dict[str, Any]] = {
         "`Idempotency-Key`; nothing was done again.",
         "schema": {"type": "string", "enum": ["true"]},
     },
+    "Location": {"description": "The path of what was created.", "schema": {"type": "string"}},
 }
 INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 INT64_MAX = 2**63 - 1

@@ -15,6 +15,7 @@ from app.api.v1.responses import (
     VALIDATED,
     WRITE,
     Answer,
+    located,
     problems,
     rendered,
     success,
@@ -69,7 +70,7 @@ PROBLEMS = {
     status_code=status.HTTP_201_CREATED,
     response_model=BookingRead,
     operation_id="createBooking",
-    responses={201: success("The booking, pending", replayable=True), **PROBLEMS["createBooking"]},
+    responses={201: success("The booking, pending", replayable=True, located=True), **PROBLEMS["createBooking"]},
     summary="Create a pending booking",
 )
 async def create_booking(
@@ -80,7 +81,7 @@ async def create_booking(
     `startPayment`, or it expires and the seats return. Not enough seats: 409 `insufficient_capacity`
     with `available`. Send `Idempotency-Key` to retry safely."""
     booking = await guard.run(lambda claim: bookings.create_booking(guard.runtime, guard.principal, body, claim))
-    return rendered(booking, status.HTTP_201_CREATED)
+    return located(rendered(booking, status.HTTP_201_CREATED), router.prefix)
 
 
 @router.get(

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import Response
 from pydantic import BaseModel
 
@@ -115,11 +116,21 @@ def _problem_response(status: int, answers: list[Answer], replayable: bool) -> d
     }
 
 
-def success(description: str, *, replayable: bool = False) -> dict[str, Any]:
+def success(description: str, *, replayable: bool = False, located: bool = False) -> dict[str, Any]:
     """A success answer's description and headers besides X-Request-ID (added to every answer)."""
+    headers: dict[str, Any] = {}
     if replayable:
-        return {"description": description, "headers": {"Idempotent-Replayed": REPLAYED}}
-    return {"description": description}
+        headers["Idempotent-Replayed"] = REPLAYED
+    if located:
+        headers["Location"] = {"$ref": "#/components/headers/Location"}
+    return {"description": description, "headers": headers} if headers else {"description": description}
+
+
+def located(response: Response, collection: str) -> Response:
+    """A 201 names what it created in `Location`; the id is read from the answer, a replay's too."""
+    if response.status_code == 201:
+        response.headers["Location"] = f"{collection}/{orjson.loads(response.body)['id']}"
+    return response
 
 
 def rendered(result: BaseModel | Response, status_code: int) -> Response:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, status
+from fastapi import APIRouter, Body, Path, Query, Response, status
 
 from app.api.deps import CurrentUser, Idempotency, RuntimeDep, SessionDep
 from app.api.v1 import PREFIX, examples
@@ -15,7 +15,9 @@ from app.api.v1.responses import (
     VALIDATED,
     WRITE,
     Answer,
+    located,
     problems,
+    rendered,
     success,
     transition,
 )
@@ -29,6 +31,7 @@ from app.services.waitlist import AlreadyWaitlistedError, OfferNotAvailableError
 
 router = APIRouter(prefix=f"{PREFIX}/waitlist", tags=["waitlist"])
 EntryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+BOOKINGS = f"{PREFIX}/bookings"  # where a booked offer's booking is found
 
 # The problems each operation answers, from what app/services/waitlist.py raises.
 NOT_FOUND = Answer.of(NotFoundError)
@@ -109,10 +112,12 @@ async def cancel(entry_id: EntryId, runtime: RuntimeDep, user: CurrentUser) -> W
     status_code=status.HTTP_201_CREATED,
     response_model=BookingRead,
     operation_id="bookWaitlistOffer",
-    responses={201: success("The booking, pending", replayable=True), **PROBLEMS["bookWaitlistOffer"]},
+    responses={201: success("The booking, pending", replayable=True, located=True), **PROBLEMS["bookWaitlistOffer"]},
     summary="Book the seats offered to you; a pending booking, paid like any other",
 )
-async def book(entry_id: EntryId, guard: Idempotency) -> object:
+async def book(entry_id: EntryId, guard: Idempotency) -> Response:
     """Turns your entry's live offer (status `notified`) into a pending booking of the offered seats.
     No offer, or it lapsed: 409 `offer_not_available`. Send `Idempotency-Key` to retry safely."""
-    return await guard.run(lambda claim: waitlist.book_offer(guard.runtime, guard.principal, entry_id, claim))
+    booking = await guard.run(lambda claim: waitlist.book_offer(guard.runtime, guard.principal, entry_id, claim))
+    result = booking if isinstance(booking, Response) else BookingRead.model_validate(booking)
+    return located(rendered(result, status.HTTP_201_CREATED), BOOKINGS)
