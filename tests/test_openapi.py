@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.api.problems import PROBLEM_JSON
+from app.api.v1 import admin, availability, bookings, payments, waitlist
 from app.application import create_app
 from app.core.security import Role
 from app.services.payments import sign
@@ -90,6 +91,17 @@ def test_every_error_is_a_problem_with_its_codes(doc: dict[str, Any]) -> None:
             assert codes and codes == list(media["examples"]), (op["operationId"], status)
             for code, example in media["examples"].items():
                 assert example["value"]["code"] == code and example["value"]["status"] == int(status)
+
+
+def test_each_router_lists_the_problems_of_its_own_operations(doc: dict[str, Any]) -> None:
+    tables = [router.PROBLEMS for router in (admin, availability, bookings, payments, waitlist)]
+    listed = [operation_id for table in tables for operation_id in table]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == set(by_id(doc)) - {"getLiveness", "getHealth", "getServiceInfo", "getMetrics"}
+    for table in tables:
+        for operation_id, responses in table.items():
+            _, _, op = by_id(doc)[operation_id]
+            assert {str(status) for status in responses} <= op["responses"].keys()
 
 
 def test_the_problem_schema_names_its_fields(doc: dict[str, Any]) -> None:
