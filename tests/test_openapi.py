@@ -18,6 +18,7 @@ from app.api.problems import PROBLEM_JSON
 from app.api.v1 import admin, availability, bookings, payments, waitlist
 from app.application import create_app
 from app.core.security import Role
+from app.schemas.system import HealthRead, InfoRead
 from app.services.payments import sign
 from tests.conftest import WEBHOOK_SECRET, Api, make_settings
 
@@ -264,3 +265,10 @@ async def test_created_bookings_are_located(api: Api) -> None:
     assert offer.status_code == 201, offer.text
     assert offer.headers["location"] == f"/api/v1/bookings/{offer.json()['id']}"
     assert offer.json()["waitlist_entry_id"] == entry.json()["id"] and offer.json()["total_amount"] == "10.00"
+
+
+async def test_health_and_info_answer_what_is_documented(api: Api) -> None:
+    health = HealthRead.model_validate((await api.client.get("/api/v1/health")).json())
+    assert health.status == "healthy" and {"database", "redis"} <= health.checks.keys()
+    info = InfoRead.model_validate((await api.client.get("/api/v1/info")).json())
+    assert info.settings.max_tickets_per_booking == api.settings.max_tickets_per_booking

@@ -12,6 +12,7 @@ from app import __version__
 from app.api.deps import RuntimeDep
 from app.api.v1.responses import INTERNAL_ERROR, problems
 from app.core import metrics
+from app.schemas.system import HealthRead, InfoRead
 from app.services import health
 
 router = APIRouter(tags=["system"])
@@ -43,8 +44,9 @@ async def liveness() -> dict[str, str]:
     operation_id="getHealth",
     summary="Database and Redis checked: healthy, degraded (Redis down, 200) or unhealthy (503)",
     responses={
+        200: {"model": HealthRead, "description": "Healthy, or degraded (Redis down: the service still sells seats)"},
         **problems(INTERNAL_ERROR),
-        503: {"description": "Unhealthy: the database is unreachable. The same report as 200, not a problem."},
+        503: {"model": HealthRead, "description": "Unhealthy: the database is unreachable (a report, not a problem)"},
     },
 )
 async def detailed_health(runtime: RuntimeDep) -> JSONResponse:
@@ -58,7 +60,8 @@ async def detailed_health(runtime: RuntimeDep) -> JSONResponse:
 @router.get(
     "/api/v1/info",
     operation_id="getServiceInfo",
-    responses=problems(INTERNAL_ERROR),
+    response_model=None,  # the dict as it is; InfoRead documents it
+    responses={200: {"model": InfoRead, "description": "This instance"}, **problems(INTERNAL_ERROR)},
     summary="Service name, version, capabilities and settings (no secrets)",
 )
 async def info(runtime: RuntimeDep) -> dict[str, Any]:
