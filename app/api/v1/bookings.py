@@ -27,6 +27,7 @@ from app.schemas.booking import BookingCreate, BookingRead, BookingStatusRead
 from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
 from app.schemas.payment import PaymentIntent, PaymentStart
 from app.services import bookings, payments
+from app.services.booking_batcher import AmountOutOfRangeError, UnstorableValueError
 
 router = APIRouter(prefix=f"{PREFIX}/bookings", tags=["bookings"])
 BookingId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -45,6 +46,8 @@ PROBLEMS = {
         Answer.of(SalesClosedError),
         Answer.of(InsufficientCapacityError),
         Answer.of(ConflictError),  # the reservation has expired or was used
+        Answer.of(AmountOutOfRangeError),
+        Answer.of(UnstorableValueError),
     ),
     "listBookings": problems(AUTHENTICATED, VALIDATED),
     "getBooking": problems(AUTHENTICATED, VALIDATED, NOT_FOUND),

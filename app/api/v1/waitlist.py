@@ -27,6 +27,7 @@ from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
 from app.schemas.waitlist import WaitlistEntryRead, WaitlistJoin
 from app.services import waitlist
 from app.services.audit import Actor
+from app.services.booking_batcher import AmountOutOfRangeError
 from app.services.waitlist import AlreadyWaitlistedError, OfferNotAvailableError, SeatsAvailableError
 
 router = APIRouter(prefix=f"{PREFIX}/waitlist", tags=["waitlist"])
@@ -53,7 +54,14 @@ PROBLEMS = {
         AUTHENTICATED, VALIDATED, WRITE, LOCKED, NOT_FOUND, transition("waitlist_not_cancellable")
     ),
     "bookWaitlistOffer": problems(
-        AUTHENTICATED, VALIDATED, WRITE, IDEMPOTENT, LOCKED, NOT_FOUND, Answer.of(OfferNotAvailableError)
+        AUTHENTICATED,
+        VALIDATED,
+        WRITE,
+        IDEMPOTENT,
+        LOCKED,
+        NOT_FOUND,
+        Answer.of(OfferNotAvailableError),
+        Answer.of(AmountOutOfRangeError),
     ),
 }
 
