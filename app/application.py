@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import problems, system
+from app.api import openapi, problems, system
 from app.api.deps import get_principal, limit_writes
 from app.api.middleware import RequestContextMiddleware
 from app.api.v1 import admin, availability, bookings, payments, queue, waitlist
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
+    openapi.install(app)
     problems.register(app)
     app.include_router(system.router)
     guards = [Depends(get_principal)]

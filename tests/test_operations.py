@@ -6,9 +6,11 @@ import time
 import uuid
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.application import create_app
 from app.core.config import Settings
 from migrate import alembic_config
 from tests import servers
@@ -113,30 +115,16 @@ async def test_info_and_metrics(api: Api) -> None:
     assert "db_pool_connections_in_use" in metrics and "redis_circuit_open" in metrics
 
 
-async def test_openapi_describes_every_route(api: Api) -> None:
-    paths = (await api.client.get("/openapi.json")).json()["paths"]
-    for expected in (
-        "/api/v1/bookings/",
-        "/api/v1/bookings/{booking_id}",
-        "/api/v1/bookings/{booking_id}/cancel",
-        "/api/v1/bookings/{booking_id}/status",
-        "/api/v1/availability/{event_id}",
-        "/api/v1/availability/{event_id}/reserve",
-        "/api/v1/availability/{event_id}/release",
-        "/api/v1/waitlist/",
-        "/api/v1/waitlist/{entry_id}/cancel",
-        "/api/v1/waitlist/{entry_id}/book",
-        "/api/v1/admin/bookings/",
-        "/api/v1/admin/bookings/{booking_id}",
-        "/api/v1/admin/bookings/{booking_id}/confirm",
-        "/api/v1/admin/bookings/{booking_id}/refund",
-        "/api/v1/admin/availability/",
-        "/api/v1/admin/waitlist/",
-        "/health",
-        "/api/v1/health",
-        "/api/v1/info",
-    ):
-        assert expected in paths, expected
+def test_openapi_describes_every_route() -> None:
+    app = create_app(make_settings("postgresql+asyncpg://postgres@127.0.0.1:9/none", "redis://127.0.0.1:9/0"))
+    paths = app.openapi()["paths"]
+    # FastAPI includes routers lazily: app.routes holds the included routers, not their routes.
+    routes = [r for r in iter_route_contexts(app.routes) if isinstance(r.original_route, APIRoute)]
+    assert len(routes) >= 28
+    for route in routes:
+        assert route.original_route.include_in_schema, route.path_format
+        for method in route.methods or ():
+            assert method.lower() in paths.get(route.path_format, {}), (method, route.path_format)
 
 
 def test_migrations_upgrade_and_downgrade_on_an_empty_database(service_urls: tuple[str, str]) -> None:

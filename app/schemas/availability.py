@@ -6,7 +6,7 @@ from decimal import Decimal
 from pydantic import BaseModel, Field
 
 from app.models.enums import ReservationStatus
-from app.schemas.common import Money, ORMModel, Text
+from app.schemas.common import Money, ORMModel, Text, money_sent
 
 
 class EventAvailabilityRead(ORMModel):
@@ -32,7 +32,7 @@ class EventAvailabilityRead(ORMModel):
 class EventAvailabilityUpsert(BaseModel):
     event_name: Text = Field(min_length=1, max_length=255)
     total_capacity: int = Field(ge=0, le=10_000_000)
-    price: Decimal = Field(ge=0, le=Decimal("9999999999.99"), decimal_places=2)
+    price: Decimal = Field(ge=0, le=Decimal("9999999999.99"), decimal_places=2, json_schema_extra=money_sent)
     currency: Text = Field("USD", pattern=r"^[A-Z]{3}$")
     starts_at: datetime | None = None
     ends_at: datetime | None = None

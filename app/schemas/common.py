@@ -5,12 +5,34 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 T = TypeVar("T")
 
 # Money travels as a decimal string ("49.90"), never as a float.
-Money = Annotated[Decimal, PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json")]
+MONEY_ANSWERED = {
+    "type": "string",
+    "pattern": r"^\d{1,10}\.\d{2}$",
+    "description": "A decimal string with two decimals, in the currency given beside it",
+    "examples": ["49.90"],
+}
+Money = Annotated[
+    Decimal,
+    PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json"),
+    WithJsonSchema(MONEY_ANSWERED, mode="serialization"),
+]
+
+
+def money_sent(schema: dict[str, Any]) -> None:
+    """The documented form of an amount a client sends (`json_schema_extra` of the field): a decimal
+    string. Pydantic would say number-or-string; a float loses cents, so the string is the contract."""
+    schema.pop("anyOf", None)
+    schema.update(
+        type="string",
+        pattern=r"^\d{1,10}(\.\d{1,2})?$",
+        description="A decimal string with at most two decimals, from 0 to 9999999999.99",
+        examples=["49.90"],
+    )
 
 
 def _printable(value: str) -> str:
@@ -33,18 +55,42 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
+class FieldError(BaseModel):
+    """One invalid input of a `validation_error`."""
+
+    field: str = Field(description="Where: `body.quantity`, `query.limit`, `path.booking_id`, ...")
+    message: str
+    type: str = Field(description="Pydantic's error type, e.g. `greater_than_equal`")
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details, plus a stable machine-readable `code`."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://errors.evently.dev/insufficient_capacity",
+                    "title": "Not enough seats",
+                    "status": 409,
+                    "detail": "Not enough seats available: 1 left",
+                    "code": "insufficient_capacity",
+                    "instance": "/api/v1/bookings/",
+                    "available": 1,
+                }
+            ]
+        },
+    )
 
-    type: str = "about:blank"
+    type: str = Field("about:blank", description="`https://errors.evently.dev/<code>`")
     title: str
-    status: int
+    status: int = Field(ge=100, le=599)
     detail: str
-    code: str
-    instance: str | None = None
-    errors: list[dict[str, Any]] | None = None
+    code: str = Field(description="Stable and machine-readable; see each response's list")
+    instance: str | None = Field(None, description="The path of the request")
+    errors: list[FieldError] | None = Field(None, description="`validation_error`: each invalid input")
+    available: int | None = Field(None, description="`insufficient_capacity`: the seats left")
 
 
 class ORMModel(BaseModel):

@@ -6,7 +6,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models.enums import BookingStatus, PaymentStatus
-from app.schemas.common import Money, Text
+from app.schemas.common import Money, Text, money_sent
 
 
 class PaymentStart(BaseModel):
@@ -35,7 +35,7 @@ class PaymentWebhook(BaseModel):
 
     payment_reference: Text = Field(min_length=1, max_length=64)
     outcome: PaymentOutcome
-    amount: Decimal = Field(ge=0, le=Decimal("9999999999.99"))
+    amount: Decimal = Field(ge=0, le=Decimal("9999999999.99"), json_schema_extra=money_sent)
     currency: Text = Field(pattern=r"^[A-Z]{3}$")
 
 

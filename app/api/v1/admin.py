@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query
 
 from app.api.deps import AdminUser, RuntimeDep, SessionDep, require_admin
-from app.api.v1 import PREFIX
-from app.api.v1.responses import problems
+from app.api.v1 import PREFIX, examples
+from app.api.v1.responses import ADMIN, BODY, LOCKED, VALIDATED, WRITE, Answer, problems, transition
+from app.core.errors import BadRequestError, NotFoundError
 from app.models.enums import BookingStatus, PaymentStatus, WaitlistStatus
 from app.schemas.admin import (
     AdminBookingRead,
@@ -24,9 +25,10 @@ from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
 from app.schemas.waitlist import WaitlistAdminUpdate, WaitlistEntryRead
 from app.services import audit, availability, bookings, waitlist
 from app.services.audit import Actor, AuditFilter
+from app.services.availability import CapacityBelowHeldError
 
 router = APIRouter(
-    prefix=f"{PREFIX}/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=problems(403)
+    prefix=f"{PREFIX}/admin", tags=["admin"], dependencies=[Depends(require_admin)]
 )
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
@@ -35,8 +37,32 @@ OptionalId = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
 From = Annotated[datetime | None, Query(description="At or after this time (ISO 8601)")]
 Before = Annotated[datetime | None, Query(description="Strictly before this time (ISO 8601)")]
 
+# The problems each operation answers, from what app/services/bookings.py, availability.py,
+# waitlist.py and audit.py raise.
+NOT_FOUND = Answer.of(NotFoundError)
+PROBLEMS = {
+    "adminListBookings": problems(ADMIN, VALIDATED),
+    "adminGetBooking": problems(ADMIN, VALIDATED, NOT_FOUND),
+    "confirmBooking": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, transition("booking_not_confirmable")),
+    "refundBooking": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, transition("booking_not_refundable")),
+    "listEventOverviews": problems(ADMIN, VALIDATED),
+    "upsertAvailability": problems(ADMIN, BODY, WRITE, LOCKED, Answer.of(CapacityBelowHeldError)),
+    "adminListWaitlist": problems(ADMIN, VALIDATED),
+    "updateWaitlistEntry": problems(
+        ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, Answer.of(BadRequestError), transition("waitlist_not_cancellable")
+    ),
+    # A filter PostgreSQL cannot take (app/api/problems.py database_error).
+    "listAuditEntries": problems(ADMIN, VALIDATED, Answer(422, "invalid_value", "Unprocessable Content")),
+}
 
-@router.get("/bookings/", response_model=Page[BookingRead], summary="All bookings, filtered and sorted")
+
+@router.get(
+    "/bookings/",
+    response_model=Page[BookingRead],
+    operation_id="adminListBookings",
+    responses=PROBLEMS["adminListBookings"],
+    summary="All bookings, filtered and sorted",
+)
 async def list_bookings(
     runtime: RuntimeDep,
     limit: Limit = 20,
@@ -49,6 +75,8 @@ async def list_bookings(
     created_to: Before = None,
     sort: Literal["-created_at", "created_at", "-total_amount", "total_amount"] = "-created_at",
 ) -> Page[BookingRead]:
+    """Every user's bookings, a page at a time, with filters on status, payment status, event, user
+    and creation time (`created_from` inclusive, `created_to` exclusive)."""
     flt = bookings.BookingFilter(user_id, event_id, status, payment_status, created_from, created_to)
     items, total = await bookings.list_bookings(runtime, flt, limit, offset, sort)
     return Page(items=[BookingRead.model_validate(b) for b in items], total=total, limit=limit, offset=offset)
@@ -57,10 +85,12 @@ async def list_bookings(
 @router.get(
     "/bookings/{booking_id}",
     response_model=AdminBookingRead,
-    responses=problems(404),
+    operation_id="adminGetBooking",
+    responses=PROBLEMS["adminGetBooking"],
     summary="A booking with its audit history",
 )
 async def get_booking(booking_id: Id, runtime: RuntimeDep, session: SessionDep) -> AdminBookingRead:
+    """Any user's booking, with every audit entry about it, oldest first."""
     booking = await bookings.get_booking(runtime, booking_id)
     history = await audit.history(session, "booking", booking.id)
     return AdminBookingRead.model_validate(
@@ -74,12 +104,18 @@ async def get_booking(booking_id: Id, runtime: RuntimeDep, session: SessionDep) 
 @router.put(
     "/bookings/{booking_id}/confirm",
     response_model=BookingRead,
-    responses=problems(404, 409, 503),
+    operation_id="confirmBooking",
+    responses=PROBLEMS["confirmBooking"],
     summary="Confirm a pending booking by hand (payment method `manual`)",
 )
 async def confirm_booking(
-    booking_id: Id, runtime: RuntimeDep, admin: AdminUser, body: Annotated[ConfirmRequest | None, Body()] = None
+    booking_id: Id,
+    runtime: RuntimeDep,
+    admin: AdminUser,
+    body: Annotated[ConfirmRequest | None, Body(openapi_examples=examples.CONFIRM_BOOKING)] = None,
 ) -> BookingRead:
+    """For a payment taken outside the provider; the optional `note` goes to the audit trail. Not
+    pending, or expired: 409 `booking_not_confirmable`."""
     note = body.note if body else None
     return BookingRead.model_validate(await bookings.confirm_booking(runtime, Actor.of(admin), booking_id, note))
 
@@ -87,12 +123,17 @@ async def confirm_booking(
 @router.put(
     "/bookings/{booking_id}/refund",
     response_model=BookingRead,
-    responses=problems(404, 409, 503),
+    operation_id="refundBooking",
+    responses=PROBLEMS["refundBooking"],
     summary="Refund a confirmed booking; its seats return and go to the waitlist first",
 )
 async def refund_booking(
-    booking_id: Id, runtime: RuntimeDep, admin: AdminUser, body: Annotated[RefundRequest | None, Body()] = None
+    booking_id: Id,
+    runtime: RuntimeDep,
+    admin: AdminUser,
+    body: Annotated[RefundRequest | None, Body(openapi_examples=examples.REFUND_BOOKING)] = None,
 ) -> BookingRead:
+    """The optional `reason` goes to the audit trail. Not confirmed: 409 `booking_not_refundable`."""
     reason = body.reason if body else None
     return BookingRead.model_validate(await bookings.refund_booking(runtime, Actor.of(admin), booking_id, reason))
 
@@ -100,6 +141,8 @@ async def refund_booking(
 @router.get(
     "/availability/",
     response_model=Page[EventOverviewRead],
+    operation_id="listEventOverviews",
+    responses=PROBLEMS["listEventOverviews"],
     summary="Every event: capacity, utilization, bookings by status, waitlist length",
 )
 async def availability_overview(
@@ -108,6 +151,8 @@ async def availability_overview(
     offset: Offset = 0,
     sort: Literal["-utilization", "utilization", "event_id"] = "event_id",
 ) -> Page[EventOverviewRead]:
+    """A page of events with their figures, their bookings counted by status and their waitlist's
+    length; events whose bookings are due to expire are expired first."""
     rows, total = await availability.overview(runtime, limit, offset, sort)
     items = [
         EventOverviewRead.model_validate(
@@ -125,17 +170,29 @@ async def availability_overview(
 @router.put(
     "/availability/{event_id}",
     response_model=EventAvailabilityRead,
-    responses=problems(409, 503),
+    operation_id="upsertAvailability",
+    responses=PROBLEMS["upsertAvailability"],
     summary="Create or change an event's availability; capacity never below seats held",
 )
 async def upsert_availability(
-    event_id: Id, body: EventAvailabilityUpsert, runtime: RuntimeDep, admin: AdminUser
+    event_id: Id,
+    body: Annotated[EventAvailabilityUpsert, Body(openapi_examples=examples.UPSERT_AVAILABILITY)],
+    runtime: RuntimeDep,
+    admin: AdminUser,
 ) -> EventAvailabilityRead:
+    """Creates the event's row (sales open) or changes its name, capacity, price and times. Added
+    capacity goes to the waitlist first. Below the seats held or sold: 409 `capacity_below_held`."""
     event = await availability.upsert(runtime, Actor.of(admin), event_id, body)
     return EventAvailabilityRead.model_validate(event)
 
 
-@router.get("/waitlist/", response_model=Page[WaitlistEntryRead], summary="All waitlist entries")
+@router.get(
+    "/waitlist/",
+    response_model=Page[WaitlistEntryRead],
+    operation_id="adminListWaitlist",
+    responses=PROBLEMS["adminListWaitlist"],
+    summary="All waitlist entries",
+)
 async def list_waitlist(
     session: SessionDep,
     limit: Limit = 20,
@@ -144,6 +201,7 @@ async def list_waitlist(
     user_id: OptionalId = None,
     status: WaitlistStatus | None = None,
 ) -> Page[WaitlistEntryRead]:
+    """Every user's entries, by event and then in line order, filtered by event, user or status."""
     rows, total = await waitlist.list_entries(
         session, waitlist.WaitlistFilter(user_id, event_id, status), limit, offset
     )
@@ -154,17 +212,29 @@ async def list_waitlist(
 @router.put(
     "/waitlist/{entry_id}",
     response_model=WaitlistEntryRead,
-    responses=problems(404, 409, 503),
+    operation_id="updateWaitlistEntry",
+    responses=PROBLEMS["updateWaitlistEntry"],
     summary="Change an entry's priority (lower is served first) or remove it",
 )
 async def update_waitlist_entry(
-    entry_id: Id, body: WaitlistAdminUpdate, runtime: RuntimeDep, admin: AdminUser
+    entry_id: Id,
+    body: Annotated[WaitlistAdminUpdate, Body(openapi_examples=examples.UPDATE_WAITLIST_ENTRY)],
+    runtime: RuntimeDep,
+    admin: AdminUser,
 ) -> WaitlistEntryRead:
+    """Give `priority`, or `remove: true` (a live entry only: else 409 `waitlist_not_cancellable`);
+    neither: 400. The optional `reason` goes to the audit trail."""
     entry = await waitlist.admin_update(runtime, Actor.of(admin), entry_id, body)
     return WaitlistEntryRead.model_validate(entry)
 
 
-@router.get("/audit/", response_model=Page[AuditEntryRead], summary="The audit trail, filtered")
+@router.get(
+    "/audit/",
+    response_model=Page[AuditEntryRead],
+    operation_id="listAuditEntries",
+    responses=PROBLEMS["listAuditEntries"],
+    summary="The audit trail, filtered",
+)
 async def list_audit(
     session: SessionDep,
     limit: Limit = 20,
@@ -177,6 +247,8 @@ async def list_audit(
     since: From = None,
     until: Before = None,
 ) -> Page[AuditEntryRead]:
+    """Audit entries, newest first, filtered by entity, actor, action and time (`since` inclusive,
+    `until` exclusive)."""
     flt = AuditFilter(entity_type, entity_id, actor_type, actor_id, action, since, until)
     rows, total = await audit.list_entries(session, flt, limit, offset)
     return Page(items=[AuditEntryRead.model_validate(r) for r in rows], total=total, limit=limit, offset=offset)

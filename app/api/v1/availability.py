@@ -5,26 +5,98 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Body, Path, Query, status
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import AdmissionToken, CurrentUser, Idempotency, RuntimeDep
-from app.api.v1 import PREFIX
-from app.api.v1.responses import problems
+from app.api.v1 import PREFIX, examples
+from app.api.v1.responses import (
+    AUTHENTICATED,
+    BODY,
+    FAIR_SALE,
+    IDEMPOTENT,
+    LOCKED,
+    TOO_MANY,
+    VALIDATED,
+    WRITE,
+    Answer,
+    problems,
+    success,
+    transition,
+)
+from app.core.errors import InsufficientCapacityError, NotFoundError, SalesClosedError
 from app.schemas.availability import EventAvailabilityRead, ReservationRead, ReserveRequest
 from app.services import availability, reservations
 
 router = APIRouter(prefix=f"{PREFIX}/availability", tags=["availability"])
 EventId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
+# The problems each operation answers, from what app/services/availability.py and reservations.py raise.
+NOT_FOUND = Answer.of(NotFoundError)
+PROBLEMS = {
+    "getAvailability": problems(AUTHENTICATED, VALIDATED, NOT_FOUND),
+    "reserveSeats": problems(
+        AUTHENTICATED,
+        BODY,
+        WRITE,
+        IDEMPOTENT,
+        LOCKED,
+        TOO_MANY,
+        NOT_FOUND,
+        FAIR_SALE,
+        Answer.of(SalesClosedError),
+        Answer.of(InsufficientCapacityError),
+    ),
+    "releaseHold": problems(AUTHENTICATED, VALIDATED, WRITE, LOCKED, NOT_FOUND, transition("reservation_not_active")),
+    "streamAvailability": problems(AUTHENTICATED, VALIDATED, NOT_FOUND),
+}
+SSE_EXAMPLE = (
+    "event: availability\nid: 7\ndata: "
+    + json.dumps(
+        {
+            "id": 1,
+            "event_id": 1,
+            "event_name": "Spring Concert",
+            "total_capacity": 4,
+            "available_capacity": 2,
+            "reserved_capacity": 2,
+            "confirmed_capacity": 0,
+            "price": "49.90",
+            "currency": "USD",
+            "sales_open": True,
+            "starts_at": "2027-05-01T19:00:00Z",
+            "ends_at": "2027-05-01T22:00:00Z",
+            "version": 7,
+            "last_updated": "2027-04-01T10:00:00Z",
+            "is_available": True,
+            "utilization_percentage": 50.0,
+        }
+    )
+    + "\n\n: heartbeat\n\n"
+)
+STREAM = {
+    "description": "Server-Sent Events: each `availability` event's `data` is the event's figures "
+    "(the `EventAvailabilityRead` schema) as JSON, and its `id` their `version`; lines starting "
+    "with `:` are heartbeats.",
+    "content": {
+        "text/event-stream": {
+            "schema": {"type": "string", "description": "`event: availability`, `id: <version>`, `data: <JSON>`"},
+            "example": SSE_EXAMPLE,
+            "x-event-data": {"availability": {"$ref": "#/components/schemas/EventAvailabilityRead"}},
+        }
+    },
+}
+
 
 @router.get(
     "/{event_id}",
     response_model=EventAvailabilityRead,
-    responses=problems(404),
+    operation_id="getAvailability",
+    responses=PROBLEMS["getAvailability"],
     summary="An event's seats: available, reserved (live holds) and confirmed",
 )
 async def get_availability(event_id: EventId, runtime: RuntimeDep, _user: CurrentUser) -> EventAvailabilityRead:
+    """The event's figures now; holds past their expiry never count as reserved."""
     return await availability.get_availability(runtime, event_id)
 
 
@@ -32,15 +104,20 @@ async def get_availability(event_id: EventId, runtime: RuntimeDep, _user: Curren
     "/{event_id}/reserve",
     status_code=status.HTTP_201_CREATED,
     response_model=ReservationRead,
-    responses=problems(400, 403, 404, 409, 503),
+    operation_id="reserveSeats",
+    responses={201: success("The hold", replayable=True), **PROBLEMS["reserveSeats"]},
     summary="Hold seats for a while (RESERVATION_TIMEOUT_MINUTES)",
-    description="Answers the hold's `id` and `expires_at`; book it with `reservation_id`. "
-    "Send `Idempotency-Key` to retry safely. While the event's waiting room is enabled, send "
-    "`X-Admission-Token` (403 `admission_required` without it).",
 )
 async def reserve(
-    event_id: EventId, body: ReserveRequest, guard: Idempotency, admission_token: AdmissionToken = None
+    event_id: EventId,
+    body: Annotated[ReserveRequest, Body(openapi_examples=examples.RESERVE)],
+    guard: Idempotency,
+    admission_token: AdmissionToken = None,
 ) -> object:
+    """Answers the hold's `id` and `expires_at`; book it with `createBooking`'s `reservation_id`
+    before then, or its seats return. Past the event's `max_tickets_per_user`: 409
+    `ticket_limit_exceeded`; while its waiting room is enabled, send `X-Admission-Token` (403
+    `admission_required` without it). Send `Idempotency-Key` to retry safely."""
     return await guard.run(
         lambda claim: reservations.reserve(
             guard.runtime, guard.principal, event_id, body.quantity, claim, admission_token
@@ -51,7 +128,8 @@ async def reserve(
 @router.delete(
     "/{event_id}/release",
     response_model=ReservationRead,
-    responses=problems(404, 409, 503),
+    operation_id="releaseHold",
+    responses=PROBLEMS["releaseHold"],
     summary="Release a hold; its seats return (and go to the waitlist first)",
 )
 async def release(
@@ -60,17 +138,21 @@ async def release(
     user: CurrentUser,
     reservation_id: Annotated[int, Query(ge=1, le=2**63 - 1)],
 ) -> ReservationRead:
+    """Ends one of your live holds (`reservation_id`) early. A hold already used, released or expired:
+    409 `reservation_not_active`."""
     return ReservationRead.model_validate(await reservations.release(runtime, user, event_id, reservation_id))
 
 
 @router.get(
     "/{event_id}/stream",
-    responses={200: {"content": {"text/event-stream": {}}, "description": "`availability` events"}, **problems(404)},
+    response_class=StreamingResponse,
+    operation_id="streamAvailability",
+    responses={200: STREAM, **PROBLEMS["streamAvailability"]},
     summary="Live availability (Server-Sent Events)",
-    description="The current figures at once, then one `availability` event per committed change, "
-    "with a comment line as heartbeat every SSE_HEARTBEAT_SECONDS. Ends on disconnect or shutdown.",
 )
 async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: CurrentUser) -> StreamingResponse:
+    """The current figures at once, then one `availability` event per committed change, with a
+    comment line as heartbeat every SSE_HEARTBEAT_SECONDS. Ends on disconnect or shutdown."""
     # Listening first, reading second: a change committed in between arrives as an update.
     updates = await runtime.feed.subscribe(event_id)
     try:

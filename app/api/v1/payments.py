@@ -8,12 +8,13 @@ from fastapi import APIRouter, Header, Request
 from pydantic import ValidationError
 
 from app.api.deps import RuntimeDep
-from app.api.v1 import PREFIX
-from app.api.v1.responses import PROBLEM
-from app.core.errors import AppError
+from app.api.v1 import PREFIX, examples
+from app.api.v1.responses import ANY, LOCKED, PAYLOAD_TOO_LARGE, VALIDATED, Answer, problems
+from app.core.errors import AppError, NotFoundError
 from app.core.logging import get_logger
 from app.schemas.payment import PaymentWebhook, WebhookResult
 from app.services import payments
+from app.services.payments import AmountMismatchError, SignatureError
 
 log = get_logger(__name__)
 router = APIRouter(prefix=f"{PREFIX}/payments", tags=["payments"])
@@ -25,21 +26,53 @@ class MalformedWebhookError(AppError):
     title = "Unprocessable Content"
 
 
+# The problems the webhook answers, from what app/services/payments.py raises.
+PROBLEMS = {
+    "receivePaymentWebhook": problems(
+        ANY,
+        VALIDATED,  # the body is not a payment outcome
+        PAYLOAD_TOO_LARGE,
+        LOCKED,
+        Answer.of(SignatureError, "invalid_signature"),
+        Answer.of(SignatureError, "stale_signature"),
+        Answer.of(NotFoundError),
+        Answer.of(AmountMismatchError),
+    ),
+}
+# The route reads the raw body (the signature covers its bytes), so FastAPI cannot document it.
+WEBHOOK_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/PaymentWebhook"},
+            "examples": examples.PAYMENT_WEBHOOK,
+        }
+    },
+}
+SIGNATURE = (
+    "`t=<unix seconds>,v1=<hex>`: `<hex>` is the HMAC-SHA256, keyed with PAYMENT_WEBHOOK_SECRET, of "
+    "`<t>.<raw body>`. Missing, malformed or wrong: 401 `invalid_signature`; `t` more than "
+    "PAYMENT_WEBHOOK_TOLERANCE_SECONDS from now: 401 `stale_signature`."
+)
+
+
 @router.post(
     "/webhook",
     response_model=WebhookResult,
-    responses=dict.fromkeys((401, 404, 409, 413, 422, 503), PROBLEM),
+    operation_id="receivePaymentWebhook",
+    responses=PROBLEMS["receivePaymentWebhook"],
     summary="Payment outcome from the provider (signed)",
-    description="Header `Evently-Signature: t=<unix seconds>,v1=<hex>`, where `<hex>` is HMAC-SHA256 "
-    "with PAYMENT_WEBHOOK_SECRET over `<t>.<raw body>`; timestamps more than "
-    "PAYMENT_WEBHOOK_TOLERANCE_SECONDS (300) from now are refused. A repeated delivery answers 200 "
-    "with `result: duplicate` and changes nothing.",
+    openapi_extra={"requestBody": WEBHOOK_BODY},
 )
 async def payment_webhook(
     request: Request,
     runtime: RuntimeDep,
-    evently_signature: Annotated[str | None, Header(description="t=<unix seconds>,v1=<hex>")] = None,
+    evently_signature: Annotated[str | None, Header(alias="Evently-Signature", description=SIGNATURE)] = None,
 ) -> WebhookResult:
+    """Called by the payment provider, not by users: no bearer token, the `Evently-Signature` header
+    instead. `succeeded` confirms the pending booking (`amount` and `currency` must be the booking's:
+    else 422 `amount_mismatch`); `failed` lets the user pay again. A repeated delivery answers 200 with
+    `result: duplicate` and changes nothing."""
     body = await request.body()
     settings = runtime.settings
     try:

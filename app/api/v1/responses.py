@@ -1,18 +1,140 @@
-"""What routes answer: the problem responses they declare, and rendered models."""
+"""What routes answer: the problems they declare (RFC 9457, `application/problem+json`), the
+headers that come with an answer, and rendered models.
 
+Each router keeps one table, `PROBLEMS`, of the problems each of its operations can answer, built
+here from the errors its service functions raise; the document then lists each status's codes in
+its description and shows one example per code.
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import Response
 from pydantic import BaseModel
 
-from app.schemas.common import Problem
+from app.api.problems import PROBLEM_JSON, problem_body
+from app.core.errors import (
+    AdmissionRequiredError,
+    AppError,
+    BadRequestError,
+    ForbiddenError,
+    IdempotencyInProgressError,
+    IdempotencyMismatchError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    TicketLimitExceededError,
+    UnauthorizedError,
+    VersionConflictError,
+)
+from app.db.lock import LockTimeoutError
 
-PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
+REQUEST_ID = {"$ref": "#/components/headers/X-Request-ID"}
+RETRY_AFTER = {"$ref": "#/components/headers/Retry-After"}
+REPLAYED = {"$ref": "#/components/headers/Idempotent-Replayed"}
+REPLAYABLE_STATUSES = frozenset({400, 404, 409, 422})  # a stored refusal is answered again to a repeat
 
 
-def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """Problem answers a route can give: its own, plus those any authenticated route can give."""
-    return dict.fromkeys((400, 401, 413, 422, 429, *statuses), PROBLEM)
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One problem an operation can answer: its status, its `code` and its title."""
+
+    status: int
+    code: str
+    title: str
+
+    @classmethod
+    def of(cls, error: type[AppError], code: str | None = None) -> Answer:
+        return cls(error.status_code, code or error.code, error.title)
+
+    def example(self) -> dict[str, Any]:
+        body = problem_body(self.status, self.code, self.title, self.title, instance=None)
+        return {"summary": self.code, "value": body}
+
+
+INTERNAL_ERROR = Answer(500, "internal_error", "Internal Server Error")
+DATABASE_UNAVAILABLE = Answer(503, "database_unavailable", "Service Unavailable")
+# Any route: a bug, or the database out of reach.
+ANY = (INTERNAL_ERROR, DATABASE_UNAVAILABLE)
+# A route behind the bearer token (app/api/deps.py get_principal, app/core/revocation.py).
+AUTHENTICATED = (
+    *ANY,
+    Answer.of(UnauthorizedError),
+    Answer.of(UnauthorizedError, "invalid_token"),
+    Answer.of(UnauthorizedError, "token_revoked"),
+    Answer.of(ServiceUnavailableError),
+)
+ADMIN = (*AUTHENTICATED, Answer.of(ForbiddenError))
+# Path, query or header parameters, or a body, that FastAPI validates.
+VALIDATED = (Answer(422, "validation_error", "Unprocessable Content"),)
+PAYLOAD_TOO_LARGE = Answer(413, "payload_too_large", "Payload Too Large")  # MAX_BODY_BYTES
+# A JSON body: unreadable, too large, or invalid.
+BODY = (*VALIDATED, Answer(400, "bad_request", "Bad Request"), PAYLOAD_TOO_LARGE)
+# A POST, PUT or DELETE of a user: the per-user rate limit (RATE_LIMIT_PER_MINUTE).
+WRITE = (Answer.of(RateLimitedError),)
+# An operation that takes `Idempotency-Key` (app/services/idempotency.py).
+IDEMPOTENT = (Answer.of(IdempotencyInProgressError), Answer.of(IdempotencyMismatchError))
+# A change under the event's lock (app/services/capacity.py run_locked, app/db/lock.py).
+LOCKED = (Answer.of(VersionConflictError), Answer.of(LockTimeoutError))
+TOO_MANY = Answer.of(BadRequestError)  # quantity above MAX_TICKETS_PER_BOOKING
+# New seats of an event: its waiting room and its per-buyer limit (app/services/admission.py, buyer_limit.py).
+FAIR_SALE = (Answer.of(AdmissionRequiredError), Answer.of(TicketLimitExceededError))
+
+
+def transition(code: str) -> Answer:
+    """A status change the entity's current status does not allow (409, a `code` of its own)."""
+    return Answer(409, code, "Transition not allowed")
+
+
+def problems(*answers: Answer | Iterable[Answer]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for the given problems: one per status, listing its codes."""
+    by_status: dict[int, dict[str, Answer]] = {}
+    for item in answers:
+        for answer in (item,) if isinstance(item, Answer) else item:
+            by_status.setdefault(answer.status, {})[answer.code] = answer
+    replayable = any(a.code == IdempotencyMismatchError.code for a in by_status.get(422, {}).values())
+    return {
+        status: _problem_response(status, list(codes.values()), replayable)
+        for status, codes in sorted(by_status.items())
+    }
+
+
+def _problem_response(status: int, answers: list[Answer], replayable: bool) -> dict[str, Any]:
+    codes = ", ".join(f"`{a.code}`" for a in answers)
+    headers: dict[str, Any] = {"X-Request-ID": REQUEST_ID}
+    if status in (429, 503) or any(a.code == IdempotencyInProgressError.code for a in answers):
+        headers["Retry-After"] = RETRY_AFTER
+    if replayable and status in REPLAYABLE_STATUSES:
+        headers["Idempotent-Replayed"] = REPLAYED
+    return {
+        "description": f"{http.HTTPStatus(status).phrase}: {codes}",
+        "headers": headers,
+        "content": {
+            PROBLEM_JSON: {"schema": PROBLEM_SCHEMA, "examples": {a.code: a.example() for a in answers}},
+        },
+    }
+
+
+def success(description: str, *, replayable: bool = False, located: bool = False) -> dict[str, Any]:
+    """A success answer's description and headers besides X-Request-ID (added to every answer)."""
+    headers: dict[str, Any] = {}
+    if replayable:
+        headers["Idempotent-Replayed"] = REPLAYED
+    if located:
+        headers["Location"] = {"$ref": "#/components/headers/Location"}
+    return {"description": description, "headers": headers} if headers else {"description": description}
+
+
+def located(response: Response, collection: str) -> Response:
+    """A 201 names what it created in `Location`; the id is read from the answer, a replay's too."""
+    if response.status_code == 201:
+        response.headers["Location"] = f"{collection}/{orjson.loads(response.body)['id']}"
+    return response
 
 
 def rendered(result: BaseModel | Response, status_code: int) -> Response:
