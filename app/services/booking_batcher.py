@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from opentelemetry.trace import SpanContext
 from sqlalchemy import BigInteger, Integer, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import metrics
+from app.core import metrics, tracing
 from app.core.clock import clock
 from app.core.errors import AppError, InsufficientCapacityError, NotFoundError, SalesClosedError
 from app.core.logging import get_logger
@@ -62,6 +63,7 @@ class BookingRequest:
     payment_method: str | None = None
     notes: str | None = None
     claim: idempotency.Claim | None = None
+    span_context: SpanContext | None = field(default_factory=tracing.current_span_context)  # to link its batch
     future: asyncio.Future[BookingRead] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -105,7 +107,8 @@ class BookingBatcher:
                 if size > 1:
                     self._busy_until = loop.time() + HOT_MEMORY_SECONDS
                 try:
-                    await self._process(batch)
+                    with tracing.batch_span(size, (request.span_context for request in batch)):
+                        await self._process(batch)
                 except Exception as exc:  # never leave a client waiting, and keep draining
                     log.exception("booking_batch_failed", size=len(batch))
                     for request in batch:
