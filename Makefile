@@ -6,7 +6,7 @@ RUN_DEPS := $(VENV)/.run-deps
 DEV_DEPS := $(VENV)/.dev-deps
 PYTEST_ARGS ?=
 
-.PHONY: run test test-long lint typecheck migrate bench bench-spread bench-pg clean
+.PHONY: run test test-long lint typecheck migrate lock bench bench-spread bench-pg clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ typecheck: $(DEV_DEPS)
 
 migrate: $(RUN_DEPS)
 	$(PY) migrate.py upgrade
+
+## Regenerate requirements.lock (every runtime dependency pinned with hashes; the image installs it).
+lock: | $(PY)
+	$(PY) -m pip install --quiet uv==0.13.8
+	$(VENV)/bin/uv pip compile requirements.txt --generate-hashes --python-version 3.11 --python-platform linux \
+		--custom-compile-command "make lock" --quiet -o requirements.lock
 
 ## Benchmarks against a running server (see bench/README.md).
 bench: $(DEV_DEPS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -11,11 +12,14 @@ from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
 )
 
 from app.core.zero_source import ZeroSettingsSource, ZeroUnavailableError
 
+# Compose and Kubernetes secrets arrive as files here, one per setting (`jwt_secret`, `db_password`, ...).
+SECRETS_DIR = Path("/run/secrets")
 DEVELOPMENT_JWT_SECRET = "development-only-secret-not-for-production-use"
 MIN_PRODUCTION_SECRET_LENGTH = 32
 
@@ -173,7 +177,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Highest priority first: explicit arguments, the environment, .env, then Zero.
+        # Highest priority first: explicit arguments, the environment, .env, Zero, then secret files
+        # (SECRETS_DIR, looked at only when it exists: elsewhere pydantic-settings would warn).
+        if getattr(file_secret_settings, "secrets_dir", None) is None and SECRETS_DIR.is_dir():
+            file_secret_settings = SecretsSettingsSource(settings_cls, secrets_dir=SECRETS_DIR)
         return (
             init_settings,
             env_settings,

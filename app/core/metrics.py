@@ -58,6 +58,18 @@ OUTBOX_ERRORS = Counter("outbox_relay_errors_total", "Relay passes that failed")
 INBOUND_MESSAGES = Counter("inbound_messages_total", "Events-service messages", ["result"])
 CACHE_LOOKUPS = Counter("availability_cache_total", "Availability cache lookups", ["result"])
 SSE_CLIENTS = Gauge("sse_clients", "Clients connected to availability streams", multiprocess_mode="livesum")
+HEALTH_STATUSES = ("healthy", "degraded", "unhealthy")
+HEALTH_STATUS = Gauge(
+    "health_status",
+    "1 for the status the latest /api/v1/health check found, 0 for the others",
+    ["status"],
+    multiprocess_mode="livemostrecent",
+)
+
+
+def record_health(status: str) -> None:
+    for name in HEALTH_STATUSES:
+        HEALTH_STATUS.labels(name).set(1 if name == status else 0)
 
 
 def exposition() -> bytes:
