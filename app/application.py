@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api import problems, system
@@ -86,7 +87,8 @@ async def _shut_down(runtime: Runtime, relay: OutboxRelay, tasks: list[asyncio.T
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
-    app = FastAPI(
+    # /docs and /redoc with their scripts served by the service itself (a pinned package): no CDN.
+    app = FastAPIOffline(
         title="Evently Bookings Service",
         version=__version__,
         description="Bookings, temporary holds and a waitlist for Evently's events: never oversold, "
