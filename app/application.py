@@ -18,6 +18,7 @@ from app.api.middleware import RequestContextMiddleware
 from app.api.v1 import admin, availability, bookings, payments, waitlist
 from app.core import metrics
 from app.core.config import Settings, load_settings
+from app.core.exit_signal import on_exit_signal
 from app.core.logging import configure_logging, get_logger
 from app.db.redis import RedisGateway
 from app.db.session import create_engine, create_sessionmaker
@@ -58,7 +59,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     log.info("service_started", environment=settings.environment.value, version=__version__)
     try:
-        yield
+        # Live streams end as soon as a stop is asked for, not when the graceful timeout runs out.
+        with on_exit_signal(runtime.feed.close):
+            yield
     finally:
         await _shut_down(runtime, relay, tasks)
         metrics.forget_this_process()
