@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -32,6 +33,7 @@ from app.core.security import Role, create_access_token
 from app.core.zero_source import ZeroUnavailableError
 from app.services.payments import sign
 
+BANNER_TOKEN_MINUTES = 8 * 60
 WEBHOOK_PATH = "/api/v1/payments/webhook"
 ADMIN_BOOKINGS_PATH = "/api/v1/admin/bookings/"
 PAGE_SIZE = 100
@@ -48,6 +50,7 @@ class ToolSettings(BaseSettings):
     model_config = Settings.model_config
 
     environment: Environment = _as_service("environment")
+    host: str = _as_service("host")
     port: int = _as_service("port")
     jwt_secret: SecretStr = _as_service("jwt_secret")
     jwt_algorithm: str = _as_service("jwt_algorithm")
@@ -74,7 +77,9 @@ class ToolSettings(BaseSettings):
 
     @property
     def local_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """The service's base URL as reached from this machine."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
 
 def load_tool_settings() -> ToolSettings:
@@ -147,6 +152,32 @@ def _webhook(args: argparse.Namespace) -> None:
         amount, currency = find_payment(settings, base_url, args.payment_reference)
     answer = send_webhook(settings, base_url, args.payment_reference, args.outcome, amount, currency)
     print(json.dumps(answer))
+
+
+def _shown_path(path: str) -> str:
+    """Relative to the working directory when inside it: shorter to read and to copy."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def banner(settings: ToolSettings, psql_command: str | None) -> str:
+    """What `make run` prints once the service answers: where to look, and tokens to try it with."""
+    lines = ["", f"Evently bookings is ready: {settings.local_url}/docs"]
+    if settings.environment is Environment.DEVELOPMENT:
+        python = _shown_path(sys.executable)
+        hours = BANNER_TOKEN_MINUTES // 60
+        user = mint_token(settings, 1, minutes=BANNER_TOKEN_MINUTES)
+        admin = mint_token(settings, 1, admin=True, minutes=BANNER_TOKEN_MINUTES)
+        lines += [
+            f"  user token (user 1, {hours} h):   {user}",
+            f"  admin token (user 1, {hours} h):  {admin}",
+            '  more tokens:    make -s token ARGS="--user 7"   (--admin for an admin)',
+            f"  pay a booking:  {python} -m app.cli webhook <payment_reference> succeeded",
+        ]
+    if psql_command:
+        lines.append(f"  psql:           {psql_command}")
+    lines += ["  Ctrl-C stops it all.", ""]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
