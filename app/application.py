@@ -17,9 +17,9 @@ from app.api.deps import get_principal, limit_writes
 from app.api.middleware import RequestContextMiddleware
 from app.api.v1 import admin, availability, bookings, payments, waitlist
 from app.core import metrics
-from app.core.config import Settings, load_settings
+from app.core.config import Environment, Settings, load_settings
 from app.core.exit_signal import on_exit_signal
-from app.core.logging import configure_logging, get_logger
+from app.core.logging import configure_logging, get_logger, wants_console
 from app.db.redis import RedisGateway
 from app.db.session import create_engine, create_sessionmaker
 from app.services.booking_batcher import BookingBatcher
@@ -89,7 +89,7 @@ async def _shut_down(runtime: Runtime, relay: OutboxRelay, tasks: list[asyncio.T
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, console=wants_console(settings.environment is Environment.DEVELOPMENT))
     # /docs and /redoc with their scripts served by the service itself (a pinned package): no CDN.
     app = FastAPIOffline(
         title="Evently Bookings Service",
