@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr, ValidationError, model_validator
@@ -51,11 +52,17 @@ class ToolSettings(BaseSettings):
 
     environment: Environment = _as_service("environment")
     host: str = _as_service("host")
+    log_level: str = _as_service("log_level")
     port: int = _as_service("port")
     jwt_secret: SecretStr = _as_service("jwt_secret")
     jwt_algorithm: str = _as_service("jwt_algorithm")
     jwt_expiry_minutes: int = _as_service("jwt_expiry_minutes")
     payment_webhook_secret: SecretStr = _as_service("payment_webhook_secret")
+    database_url: str | None = _as_service("database_url")
+    db_host: str | None = _as_service("db_host")
+    redis_url: str | None = _as_service("redis_url")
+    redis_host: str | None = _as_service("redis_host")
+    embedded_data_dir: Path = Path(".data")  # make run's alone: where its embedded servers keep their data
 
     @model_validator(mode="after")
     def _development_webhook_secret(self) -> ToolSettings:
@@ -154,17 +161,17 @@ def _webhook(args: argparse.Namespace) -> None:
     print(json.dumps(answer))
 
 
-def _shown_path(path: str) -> str:
+def shown_path(path: str) -> str:
     """Relative to the working directory when inside it: shorter to read and to copy."""
     relative = os.path.relpath(path)
     return path if relative.startswith("..") else relative
 
 
-def banner(settings: ToolSettings, psql_command: str | None) -> str:
+def banner(settings: ToolSettings, psql_command: str | None = None) -> str:
     """What `make run` prints once the service answers: where to look, and tokens to try it with."""
     lines = ["", f"Evently bookings is ready: {settings.local_url}/docs"]
     if settings.environment is Environment.DEVELOPMENT:
-        python = _shown_path(sys.executable)
+        python = shown_path(sys.executable)
         hours = BANNER_TOKEN_MINUTES // 60
         user = mint_token(settings, 1, minutes=BANNER_TOKEN_MINUTES)
         admin = mint_token(settings, 1, admin=True, minutes=BANNER_TOKEN_MINUTES)

