@@ -7,24 +7,24 @@ DEV_DEPS := $(VENV)/.dev-deps
 PYTEST_ARGS ?=
 
 ARGS ?=
-# pip's progress goes to stderr, so `TOKEN=$$(make -s token)` holds only the token even on a first run.
+# Installs print to stderr, so `TOKEN=$$(make token)` holds only the token even on a first run.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check --progress-bar on
 
 .PHONY: run token test test-long lint typecheck migrate bench bench-spread bench-pg clean
 
 $(PY):
 	@echo "creating $(VENV) with $(PYTHON) (first run)" >&2
-	$(PYTHON) -m venv $(VENV) >&2
-	$(PIP_INSTALL) --quiet --upgrade pip >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(PIP_INSTALL) --quiet --upgrade pip >&2
 
 $(RUN_DEPS): requirements.txt requirements-embedded.txt | $(PY)
 	@echo "installing the service's requirements into $(VENV) (first run, or the requirements changed: about a minute)..." >&2
-	$(PIP_INSTALL) -r requirements.txt -r requirements-embedded.txt >&2
+	@$(PIP_INSTALL) -r requirements.txt -r requirements-embedded.txt >&2
 	@touch $@
 
 $(DEV_DEPS): requirements.txt requirements-embedded.txt requirements-dev.txt | $(PY)
 	@echo "installing the development requirements into $(VENV) (first run, or the requirements changed: about a minute)..." >&2
-	$(PIP_INSTALL) -r requirements-dev.txt >&2
+	@$(PIP_INSTALL) -r requirements-dev.txt >&2
 	@touch $@ $(RUN_DEPS)
 
 ## Serve on HOST:PORT (default 0.0.0.0:8002); embedded PostgreSQL/Redis when none is configured.

@@ -11,7 +11,7 @@ import asyncio
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import FrameType
 
 EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -30,7 +30,8 @@ def on_exit_signal(callback: Callable[[], None]) -> Iterator[None]:
     previous = {sig: signal.getsignal(sig) for sig in EXIT_SIGNALS}
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(callback)
+        with suppress(RuntimeError):  # the loop has closed already: nothing is left to end
+            loop.call_soon_threadsafe(callback)
         chained = previous[signal.Signals(signum)]
         if callable(chained):
             chained(signum, frame)
