@@ -190,6 +190,7 @@ def migrate() -> None:
 
     config = alembic_config()
     config.attributes["configure_logging"] = False  # not alembic.ini's own text format
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per built-in plugin
     command.upgrade(config, "head")
 
 
