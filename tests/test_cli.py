@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from pydantic import ValidationError
 
 from app.core.config import DEVELOPMENT_WEBHOOK_SECRET, Environment, Settings
@@ -53,7 +54,9 @@ def test_bad_tool_setting_is_one_line(tmp_path: Path) -> None:
     assert refused.stderr.strip().splitlines() == [refused.stderr.strip()] and "JWT_EXPIRY_MINUTES" in refused.stderr
 
 
-def test_development_has_a_webhook_secret_production_does_not() -> None:
+def test_development_has_a_webhook_secret_production_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PAYMENT_WEBHOOK_SECRET", "ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
     urls = {"database_url": "postgresql://u@db/x", "redis_url": "redis://cache:6379/0"}
     development = Settings(_env_file=None, **urls)  # type: ignore[call-arg]
     assert development.payment_webhook_secret.get_secret_value() == DEVELOPMENT_WEBHOOK_SECRET
