@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api import openapi, problems, system
@@ -17,8 +18,9 @@ from app.api.deps import get_principal, limit_writes
 from app.api.middleware import RequestContextMiddleware
 from app.api.v1 import admin, availability, bookings, payments, waitlist
 from app.core import metrics, tracing
-from app.core.config import Settings, load_settings
-from app.core.logging import configure_logging, get_logger
+from app.core.config import Environment, Settings, load_settings
+from app.core.exit_signal import on_exit_signal
+from app.core.logging import configure_logging, get_logger, wants_console
 from app.db.redis import RedisGateway
 from app.db.session import create_engine, create_sessionmaker
 from app.services.booking_batcher import BookingBatcher
@@ -62,7 +64,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     log.info("service_started", environment=settings.environment.value, version=__version__)
     try:
-        yield
+        # Live streams end as soon as a stop is asked for, not when the graceful timeout runs out.
+        with on_exit_signal(runtime.feed.close):
+            yield
     finally:
         await _shut_down(runtime, relay, tasks)
         stop_tracing()
@@ -92,9 +96,10 @@ async def _shut_down(runtime: Runtime, relay: OutboxRelay, tasks: list[asyncio.T
 def create_app(settings: Settings | None = None, tracer_provider: TracerProvider | None = None) -> FastAPI:
     """The app; traced when the `OTEL_*` variables ask for it, or with the tracer provider given."""
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, console=wants_console(settings.environment is Environment.DEVELOPMENT))
     tracer_provider = tracer_provider or tracing.provider_from_environment(settings.service_name)
-    app = FastAPI(
+    # /docs and /redoc with their scripts served by the service itself (a pinned package): no CDN.
+    app = FastAPIOffline(
         title="Evently Bookings Service",
         version=__version__,
         description="Bookings, temporary holds and a waitlist for Evently's events: never oversold, "

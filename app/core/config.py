@@ -21,6 +21,8 @@ from app.core.zero_source import ZeroSettingsSource, ZeroUnavailableError
 # Compose and Kubernetes secrets arrive as files here, one per setting (`jwt_secret`, `db_password`, ...).
 SECRETS_DIR = Path("/run/secrets")
 DEVELOPMENT_JWT_SECRET = "development-only-secret-not-for-production-use"
+# Lets `make run` take the documented webhook at once; never applied outside development.
+DEVELOPMENT_WEBHOOK_SECRET = "whsec_development_only_not_for_production"
 MIN_PRODUCTION_SECRET_LENGTH = 32
 
 
@@ -134,6 +136,11 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _development_webhook_secret(self) -> Settings:
+        self.payment_webhook_secret = webhook_secret_for(self.environment, self.payment_webhook_secret)
+        return self
+
+    @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
         if self.environment is Environment.PRODUCTION:
             secret = self.jwt_secret.get_secret_value()
@@ -188,6 +195,13 @@ class Settings(BaseSettings):
             ZeroSettingsSource(settings_cls),
             file_secret_settings,
         )
+
+
+def webhook_secret_for(environment: Environment, configured: SecretStr) -> SecretStr:
+    """The configured webhook secret; in development, the documented one when none is set."""
+    if environment is Environment.DEVELOPMENT and not configured.get_secret_value():
+        return SecretStr(DEVELOPMENT_WEBHOOK_SECRET)
+    return configured
 
 
 class SettingsError(SystemExit):
