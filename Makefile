@@ -6,7 +6,7 @@ RUN_DEPS := $(VENV)/.run-deps
 DEV_DEPS := $(VENV)/.dev-deps
 PYTEST_ARGS ?=
 
-.PHONY: run test test-long lint typecheck migrate bench bench-spread bench-pg clean
+.PHONY: run test test-long lint typecheck migrate bench bench-spread bench-rush bench-pg bench-profile clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,15 +41,24 @@ typecheck: $(DEV_DEPS)
 migrate: $(RUN_DEPS)
 	$(PY) migrate.py upgrade
 
-## Benchmarks against a running server (see bench/README.md).
+## Benchmarks against a running server (see bench/README.md); BENCH_ARGS adds bench.load options.
+BENCH_ARGS ?=
+
 bench: $(DEV_DEPS)
-	$(PY) -m bench.load --scenario hot
+	$(PY) -m bench.load --scenario hot $(BENCH_ARGS)
 
 bench-spread: $(DEV_DEPS)
-	$(PY) -m bench.load --scenario spread
+	$(PY) -m bench.load --scenario spread $(BENCH_ARGS)
+
+bench-rush: $(DEV_DEPS)
+	$(PY) -m bench.load --scenario rush $(BENCH_ARGS)
 
 bench-pg: $(DEV_DEPS)
 	bash bench/pgbench.sh
+
+## py-spy profile of the server under load, into bench/results/ (PROFILE_SECONDS, default 15).
+bench-profile: $(DEV_DEPS)
+	bash bench/profile.sh $(or $(PROFILE_SECONDS),15) "" $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

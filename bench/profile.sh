@@ -4,6 +4,7 @@
 # of that format) or a flame graph SVG.
 #
 # Usage: bash bench/profile.sh [seconds] [output] [bench.load options...]
+#   (an empty output: bench/results/profile-<date>-<time>.<format's extension>, not versioned)
 #   bash bench/profile.sh 15 hot.speedscope.json --scenario hot --users 20000
 #   PYSPY_FORMAT=flamegraph bash bench/profile.sh 15 rush.svg --scenario rush --capacity 5000
 # Environment: BENCH_URL (the server, default http://127.0.0.1:8002), DATABASE_URL (for load.py),
@@ -13,9 +14,15 @@
 # runs on the same cores, so the load's own figures during a profile are not figures to report.
 set -euo pipefail
 seconds="${1:-15}"
-output="${2:-profile-$(date +%Y%m%d-%H%M%S).speedscope.json}"
+output="${2:-}"
 shift $(( $# < 2 ? $# : 2 ))
 root="$(cd "$(dirname "$0")/.." && pwd)"
+format="${PYSPY_FORMAT:-speedscope}"
+if [ -z "$output" ]; then
+  case "$format" in speedscope) ext=speedscope.json ;; flamegraph) ext=svg ;; *) ext=txt ;; esac
+  mkdir -p "$root/bench/results"
+  output="$root/bench/results/profile-$(date +%Y%m%d-%H%M%S).$ext"
+fi
 py="${PY:-$root/.venv/bin/python}"
 pyspy="$(dirname "$py")/py-spy"
 url="${BENCH_URL:-http://127.0.0.1:8002}"
@@ -45,7 +52,7 @@ done
 mode=(--nonblocking)
 if [ "${PYSPY_NATIVE:-0}" = 1 ]; then mode=(--native); fi
 "$pyspy" record --pid "$pid" --subprocesses "${mode[@]}" --duration "$seconds" \
-  --rate "${PYSPY_RATE:-100}" --format "${PYSPY_FORMAT:-speedscope}" --output "$output"
+  --rate "${PYSPY_RATE:-100}" --format "$format" --output "$output"
 status=0
 wait "$load" || status=$?
 cat "$log"
