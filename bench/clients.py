@@ -12,8 +12,20 @@ import time
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
+import orjson
+
 from bench.http import Connection, ProtocolError
 from bench.results import Step
+
+CONFLICT = 409
+
+
+def refusal_code(problem: bytes) -> str:
+    """The `code` of a problem+json answer."""
+    try:
+        return str(orjson.loads(problem).get("code"))
+    except (orjson.JSONDecodeError, AttributeError):
+        return "unreadable"
 
 
 class Client:
@@ -41,6 +53,8 @@ class Client:
         step.in_flight -= 1
         step.statuses[status] += 1
         step.latencies.append(time.perf_counter() - started)
+        if status == CONFLICT:
+            step.refusals[refusal_code(answer)] += 1
         return status, answer
 
     async def pause(self) -> None:

@@ -9,7 +9,7 @@ from bench.server import ServerProcess, resident_mb
 
 
 def line(label: str, value: str, flush: bool = False) -> None:
-    print(f"{label:<19}{value}", flush=flush)
+    print(f"{label:<21}{value}", flush=flush)
 
 
 def header(scenario: str, events: int, capacity: int, connections: int, users: int, duration: float) -> None:
@@ -39,6 +39,8 @@ def load(run: Run) -> None:
                 f"p99 {percentile_ms(latencies, 0.99):.1f}  mean {statistics.fmean(latencies) * 1000:.1f}",
             )
         line("answers by status", _statuses(booking))
+    refusals = {f"{step.name} {code}": count for step in steps for code, count in step.refusals.items()}
+    line("409 by code", f"{refusals or 0}")
     errors = {f"{step.name} {name}": count for step in steps for name, count in step.errors.items()}
     line("client errors", f"{errors or 0}")
     line("in flight at stop", f"{sum(step.in_flight for step in steps)}")

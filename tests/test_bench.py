@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from app.core.config import Settings
+from bench.checks import within
+from bench.results import new_run
+from bench.server import server_pids
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.service_process import ROOT, ServiceProcess
 from tests.test_processes import process_env
@@ -32,10 +39,22 @@ def service(bench_settings: Settings) -> Iterator[ServiceProcess]:
     env = {**process_env(bench_settings), "WORKERS": "2", "PAYMENT_WEBHOOK_SECRET": WEBHOOK_SECRET}
     process = ServiceProcess(env)
     process.start()
+    workers = server_pids(process.port)
     try:
         yield process
     finally:
-        process.stop()
+        stop_with_workers(process, workers)
+
+
+def stop_with_workers(process: ServiceProcess, pids: list[int]) -> None:
+    """SIGTERM lets the supervisor stop its workers; a SIGKILL would leave them running."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.terminate(timeout=30)
+    process.stop()
+    for pid in pids:
+        with contextlib.suppress(OSError):  # gone already
+            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():  # still our worker, not a reused pid
+                os.kill(pid, signal.SIGKILL)
 
 
 def run_load(service: ServiceProcess, settings: Settings, *options: str) -> subprocess.CompletedProcess[str]:
@@ -120,7 +139,9 @@ def test_spread_sells_several_events(service: ServiceProcess, bench_settings: Se
 
 
 def test_rush_goes_through_the_whole_funnel(service: ServiceProcess, bench_settings: Settings) -> None:
-    run = run_load(service, bench_settings, "--scenario", "rush", "--capacity", "15", "--no-pgbench")
+    # Few connections: holds of one event queue behind its lock, so the first purchase comes soon.
+    options = ("--scenario", "rush", "--capacity", "15", "--connections", "4", "--no-pgbench")
+    run = run_load(service, bench_settings, *options)
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
     assert int(value(out, "purchases").split()[0]) >= 1, out
@@ -133,11 +154,32 @@ def test_rush_goes_through_the_whole_funnel(service: ServiceProcess, bench_setti
     assert re.match(r"[\d.]+ ms$", value(out, "CPU per purchase")), out
 
 
+def test_any_answer_but_the_expected_ones_is_a_failure() -> None:
+    run = new_run("rush", [1])
+    run.steps["hold"].statuses.update({201: 5, 409: 3})
+    run.steps["hold"].refusals.update({"insufficient_capacity": 3})
+    assert run.failures() == []
+    run.steps["booking"].statuses[503] += 1
+    run.steps["payment"].statuses[409] += 1
+    run.steps["payment"].refusals["version_conflict"] += 1
+    run.steps["webhook"].errors["ProtocolError"] += 1
+    assert run.failures() == [
+        "booking: unexpected answers {503: 1}",
+        "payment: 409 for another reason than seats running out {'version_conflict': 1}",
+        "webhook: client errors {'ProtocolError': 1}",
+    ]
+
+
+def test_rows_may_exceed_answers_only_by_the_unanswered() -> None:
+    assert within(10, 10, 0)[1] and within(12, 10, 2)[1]
+    assert not within(13, 10, 2)[1] and not within(9, 10, 2)[1]
+
+
 def test_rush_fails_loudly_on_an_unexpected_answer(service: ServiceProcess, bench_settings: Settings) -> None:
     """Webhooks signed with another secret are refused (401): the run must not pass for a good one."""
     run = run_load(
         service, bench_settings, "--scenario", "rush", "--capacity", "15", "--no-pgbench",
-        "--duration", "1", "--webhook-secret", "not-the-server's-secret",
+        "--connections", "2", "--webhook-secret", "not-the-server's-secret",
     )  # fmt: skip
     out = run.stdout
     assert run.returncode == 1, out + run.stderr
