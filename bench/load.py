@@ -88,8 +88,8 @@ async def create_events(base: str, admin: bytes, ids: list[int], capacity: int, 
     await asyncio.gather(*(creator() for _ in range(min(connections, len(ids)))))
 
 
-async def run_load(args: argparse.Namespace, run: Run, credentials: Credentials, meter: CpuMeter) -> float:
-    """Run the scenario; the server CPU seconds it used."""
+async def run_load(args: argparse.Namespace, run: Run, credentials: Credentials, server: list[int]) -> float:
+    """Run the scenario; the CPU seconds the `server` processes used meanwhile."""
     await create_events(args.base_url, credentials.admin, run.events, args.capacity)
     users = itertools.cycle(credentials.users)
     clients = [Client(args.base_url, users, args.think_ms / 1000) for _ in range(args.connections)]
@@ -98,16 +98,24 @@ async def run_load(args: argparse.Namespace, run: Run, credentials: Credentials,
     else:
         coroutines = [book_forever(client, run.steps["booking"], run.events) for client in clients]
     report.line("load", f"running from {time.strftime('%H:%M:%S')}", flush=True)  # bench/profile.sh waits for it
-    started, cpu_before = time.perf_counter(), meter.used()
+    started, meter = time.perf_counter(), CpuMeter(server)
     await run_for(args.duration, coroutines)
     run.elapsed = time.perf_counter() - started
-    return meter.used() - cpu_before
+    return meter.used()
 
 
 def find_server(args: argparse.Namespace) -> list[int]:
     if args.server_pid:
         return with_workers(set(args.server_pid))
     return server_pids(urlsplit(args.base_url).port or 80)
+
+
+def measure_ceiling(args: argparse.Namespace, dsn: str, event_id: int, run: Run) -> bool:
+    """pgbench on an event of its own, as many clients as connections, as long as the load ran."""
+    asyncio.run(create_event(dsn, event_id))
+    tps = run_pgbench(dsn, event_id, args.connections, max(1, round(args.duration)))
+    report.ceiling(run, tps, args.connections)
+    return tps is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,19 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     report.line("machine speed", f"{args.additions:,} additions in {additions_seconds(args.additions):.2f} s")
     credentials = mint(settings, args.users)
     processes = describe(find_server(args))
-    cpu = uvloop.run(run_load(args, run, credentials, CpuMeter([process.pid for process in processes])))
+    cpu = uvloop.run(run_load(args, run, credentials, [process.pid for process in processes]))
     report.load(run)
     report.server(run, processes, cpu)
     checks = asyncio.run(check_database(dsn, run))
     for check in checks:
         print(check.line())
-    tps = None
-    if args.pgbench:
-        asyncio.run(create_event(dsn, base_id + 10**6))
-        tps = run_pgbench(dsn, base_id + 10**6, args.connections, max(1, round(args.duration)))
-        report.ceiling(run, tps, args.connections)
     failures = run.failures() + [f"check {check.name}: {check.detail}" for check in checks if not check.ok]
-    if args.pgbench and tps is None:
+    if args.pgbench and not measure_ceiling(args, dsn, base_id + 10**6, run):
         failures.append("pgbench did not run (--no-pgbench to leave it out)")
     report.verdict(failures)
     return 1 if failures else 0
