@@ -38,18 +38,18 @@ def bench_settings(database_url: str, redis_url: str) -> Settings:
 def service(bench_settings: Settings) -> Iterator[ServiceProcess]:
     env = {**process_env(bench_settings), "WORKERS": "2", "PAYMENT_WEBHOOK_SECRET": WEBHOOK_SECRET}
     process = ServiceProcess(env)
-    process.start()
-    workers = server_pids(process.port)
     try:
+        process.start(timeout=90)  # two workers each import the app: slow on a busy machine
         yield process
     finally:
-        stop_with_workers(process, workers)
+        stop_with_workers(process, server_pids(process.port))
 
 
 def stop_with_workers(process: ServiceProcess, pids: list[int]) -> None:
     """SIGTERM lets the supervisor stop its workers; a SIGKILL would leave them running."""
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.terminate(timeout=30)
+    if process.process is not None and process.process.poll() is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.terminate(timeout=30)
     process.stop()
     for pid in pids:
         with contextlib.suppress(OSError):  # gone already
