@@ -10,7 +10,7 @@ ARGS ?=
 # Installs print to stderr, so `TOKEN=$$(make token)` holds only the token even on a first run.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check --progress-bar on
 
-.PHONY: run token test test-long lint typecheck migrate lock bench bench-spread bench-pg clean
+.PHONY: run token test test-long lint typecheck migrate lock bench bench-spread bench-rush bench-pg bench-profile clean
 
 $(PY):
 	@echo "creating $(VENV) with $(PYTHON) (first run)" >&2
@@ -58,15 +58,24 @@ lock: | $(PY)
 	$(VENV)/bin/uv pip compile requirements.txt --generate-hashes --python-version 3.11 --python-platform linux \
 		--custom-compile-command "make lock" --quiet -o requirements.lock
 
-## Benchmarks against a running server (see bench/README.md).
+## Benchmarks against a running server (see bench/README.md); BENCH_ARGS adds bench.load options.
+BENCH_ARGS ?=
+
 bench: $(DEV_DEPS)
-	$(PY) -m bench.load --scenario hot
+	$(PY) -m bench.load --scenario hot $(BENCH_ARGS)
 
 bench-spread: $(DEV_DEPS)
-	$(PY) -m bench.load --scenario spread
+	$(PY) -m bench.load --scenario spread $(BENCH_ARGS)
+
+bench-rush: $(DEV_DEPS)
+	$(PY) -m bench.load --scenario rush $(BENCH_ARGS)
 
 bench-pg: $(DEV_DEPS)
 	bash bench/pgbench.sh
+
+## py-spy profile of the server under load, into bench/results/ (PROFILE_SECONDS, default 15).
+bench-profile: $(DEV_DEPS)
+	bash bench/profile.sh $(or $(PROFILE_SECONDS),15) "" $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
