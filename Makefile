@@ -6,23 +6,34 @@ RUN_DEPS := $(VENV)/.run-deps
 DEV_DEPS := $(VENV)/.dev-deps
 PYTEST_ARGS ?=
 
-.PHONY: run test test-long lint typecheck migrate bench bench-spread bench-pg clean
+ARGS ?=
+# Installs print to stderr, so `TOKEN=$$(make token)` holds only the token even on a first run.
+PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check --progress-bar on
+
+.PHONY: run token test test-long lint typecheck migrate lock bench bench-spread bench-rush bench-pg bench-profile clean
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	@echo "creating $(VENV) with $(PYTHON) (first run)" >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(PIP_INSTALL) --quiet --upgrade pip >&2
 
 $(RUN_DEPS): requirements.txt requirements-embedded.txt | $(PY)
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-embedded.txt
-	touch $@
+	@echo "installing the service's requirements into $(VENV) (first run, or the requirements changed: about a minute)..." >&2
+	@$(PIP_INSTALL) -r requirements.txt -r requirements-embedded.txt >&2
+	@touch $@
 
 $(DEV_DEPS): requirements.txt requirements-embedded.txt requirements-dev.txt | $(PY)
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	touch $@ $(RUN_DEPS)
+	@echo "installing the development requirements into $(VENV) (first run, or the requirements changed: about a minute)..." >&2
+	@$(PIP_INSTALL) -r requirements-dev.txt >&2
+	@touch $@ $(RUN_DEPS)
 
 ## Serve on HOST:PORT (default 0.0.0.0:8002); embedded PostgreSQL/Redis when none is configured.
 run: $(RUN_DEPS)
 	$(PY) -m app.db.embedded
+
+## Print an access token from the service's settings: make -s token ARGS="--user 7 --admin --minutes 60".
+token: $(RUN_DEPS)
+	@$(PY) -m app.cli token $(ARGS)
 
 ## Lint, type-check and run the test suite (embedded servers when none answers).
 test: lint typecheck
@@ -41,15 +52,30 @@ typecheck: $(DEV_DEPS)
 migrate: $(RUN_DEPS)
 	$(PY) migrate.py upgrade
 
-## Benchmarks against a running server (see bench/README.md).
+## Regenerate requirements.lock (every runtime dependency pinned with hashes; the image installs it).
+lock: | $(PY)
+	$(PY) -m pip install --quiet uv==0.13.8
+	$(VENV)/bin/uv pip compile requirements.txt --generate-hashes --python-version 3.11 --python-platform linux \
+		--custom-compile-command "make lock" --quiet -o requirements.lock
+
+## Benchmarks against a running server (see bench/README.md); BENCH_ARGS adds bench.load options.
+BENCH_ARGS ?=
+
 bench: $(DEV_DEPS)
-	$(PY) -m bench.load --scenario hot
+	$(PY) -m bench.load --scenario hot $(BENCH_ARGS)
 
 bench-spread: $(DEV_DEPS)
-	$(PY) -m bench.load --scenario spread
+	$(PY) -m bench.load --scenario spread $(BENCH_ARGS)
+
+bench-rush: $(DEV_DEPS)
+	$(PY) -m bench.load --scenario rush $(BENCH_ARGS)
 
 bench-pg: $(DEV_DEPS)
 	bash bench/pgbench.sh
+
+## py-spy profile of the server under load, into bench/results/ (PROFILE_SECONDS, default 15).
+bench-profile: $(DEV_DEPS)
+	bash bench/profile.sh $(or $(PROFILE_SECONDS),15) "" $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

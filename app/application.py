@@ -6,18 +6,21 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api import openapi, problems, system
 from app.api.deps import get_principal, limit_writes
 from app.api.middleware import RequestContextMiddleware
 from app.api.v1 import admin, availability, bookings, payments, queue, waitlist
-from app.core import metrics
-from app.core.config import Settings, load_settings
-from app.core.logging import configure_logging, get_logger
+from app.core import metrics, tracing
+from app.core.config import Environment, Settings, load_settings
+from app.core.exit_signal import on_exit_signal
+from app.core.logging import configure_logging, get_logger, wants_console
 from app.db.redis import RedisGateway
 from app.db.session import create_engine, create_sessionmaker
 from app.services.booking_batcher import BookingBatcher
@@ -25,6 +28,9 @@ from app.services.events_inbound import run_subscriber
 from app.services.outbox_relay import OutboxRelay
 from app.services.runtime import Runtime
 from app.services.sweeper import release_lapsed_holds, run_sweeper
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = get_logger(__name__)
 
@@ -41,6 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     runtime = build_runtime(settings)
     app.state.runtime = runtime
+    stop_tracing = tracing.instrument(runtime.engine, app.state.tracer_provider)
     relay = OutboxRelay(runtime)
     runtime.outbox_listeners.append(relay.wake)
     app.state.relay = relay
@@ -57,9 +64,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     log.info("service_started", environment=settings.environment.value, version=__version__)
     try:
-        yield
+        # Live streams end as soon as a stop is asked for, not when the graceful timeout runs out.
+        with on_exit_signal(runtime.feed.close):
+            yield
     finally:
         await _shut_down(runtime, relay, tasks)
+        stop_tracing()
         metrics.forget_this_process()
 
 
@@ -83,20 +93,25 @@ async def _shut_down(runtime: Runtime, relay: OutboxRelay, tasks: list[asyncio.T
     log.info("service_stopped")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """The app; traced when the `OTEL_*` variables ask for it, or with the tracer provider given."""
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
-    app = FastAPI(
+    configure_logging(settings.log_level, console=wants_console(settings.environment is Environment.DEVELOPMENT))
+    tracer_provider = tracer_provider or tracing.provider_from_environment(settings.service_name)
+    # /docs and /redoc with their scripts served by the service itself (a pinned package): no CDN.
+    app = FastAPIOffline(
         title="Evently Bookings Service",
         version=__version__,
         description="Bookings, temporary holds and a waitlist for Evently's events: never oversold, "
         "safe to retry, every change audited and announced. Errors are RFC 9457 problem details.",
         lifespan=lifespan,
-        # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks cost CPU on every request.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks trace requests only when
+        # tracing is on (they cost CPU on every request).
+        telemetry=tracing.fastapi_telemetry(tracer_provider),
     )
     app.state.settings = settings
     openapi.install(app)
+    app.state.tracer_provider = tracer_provider
     problems.register(app)
     app.include_router(system.router)
     guards = [Depends(get_principal)]

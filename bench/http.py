@@ -4,6 +4,7 @@ The load generator shares the machine with the server, PostgreSQL and Redis, so 
 microsecond it spends per request is taken from what it measures. A general client (aiohttp)
 costs about as much CPU per request as the service's own request handling; this one writes each
 request whole and reads each answer by its `Content-Length`, which is all the booking API needs.
+Headers are passed already encoded (a token's `Authorization` line is encoded once, before the run).
 """
 
 from __future__ import annotations
@@ -13,14 +14,20 @@ from urllib.parse import urlsplit
 
 HEADER_END = b"\r\n\r\n"
 CONTENT_LENGTH = b"\r\ncontent-length:"
+REQUEST_HEAD = b"%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
 
 
 class ProtocolError(Exception):
     """An answer this client does not read (no Content-Length, a closed connection)."""
 
 
+def bearer(token: str) -> bytes:
+    """The `Authorization` header line for a token, ready to pass as `headers`."""
+    return b"Authorization: Bearer %s\r\n" % token.encode()
+
+
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: bytes) -> None:
         self._reader = reader
         self._writer = writer
         self._host = host
@@ -30,15 +37,11 @@ class Connection:
         url = urlsplit(base_url)
         host, port = url.hostname or "127.0.0.1", url.port or 80
         reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer, f"{host}:{port}")
+        return cls(reader, writer, f"{host}:{port}".encode())
 
-    async def request(self, method: str, path: str, token: str, body: bytes = b"") -> tuple[int, bytes]:
-        """Send one request; the answer's status and body."""
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self._host}\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        self._writer.write(head.encode() + body)
+    async def request(self, method: bytes, path: bytes, headers: bytes, body: bytes = b"") -> tuple[int, bytes]:
+        """Send one request (`headers`: encoded header lines, each ending in CRLF); the answer's status and body."""
+        self._writer.write(REQUEST_HEAD % (method, path, self._host, headers, len(body)) + body)
         try:
             header = await self._reader.readuntil(HEADER_END)
             status = int(header[9:12])
@@ -51,7 +54,7 @@ class Connection:
             raise ProtocolError(str(exc)) from exc
 
     def abort(self) -> None:
-        """Drop a connection that failed mid-answer: it cannot carry another request."""
+        """Drop a connection at once (it failed mid-answer, or the run is over)."""
         self._writer.transport.abort()
 
     async def close(self) -> None:

@@ -1,72 +1,74 @@
-"""Load generator for the booking path: many clients over keep-alive connections.
+"""Load generator for the booking path: many clients over keep-alive connections, many users.
 
 Against a server started the way the README says (`make run`, or `python main.py`), it creates
-events through the admin endpoint, fires bookings at them for a while, then prints throughput,
-latency percentiles and answers by status, and checks in PostgreSQL that the capacity invariant
-holds and that every 201 has exactly one booking, audit row and outbox message.
+events through the admin endpoint, runs the scenario for a while with every request carrying the
+next of `--users` users' tokens, then prints throughput, latencies and answers by status, the
+server's CPU per booking and memory (from /proc), PostgreSQL's own ceiling (pgbench) and the
+service's ratio to it, and checks in PostgreSQL that what the clients were told was stored.
+It exits with status 1, after a loud FAILURE line, on any answer the scenario does not expect,
+any client error or any check that does not hold.
 
-    python -m bench.load --scenario hot --connections 64 --duration 15
+    python -m bench.load --scenario hot                  # one event, everyone books it
     python -m bench.load --scenario spread --events 1000
-    python -m bench.load --scenario hot --pgbench     # also PostgreSQL alone, and the ratio
+    python -m bench.load --scenario rush --capacity 5000 # the whole purchase funnel, until sold out
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
-import statistics
-import subprocess
-import tempfile
+import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from urllib.parse import urlsplit
 
-import asyncpg
 import uvloop
-from pydantic import SecretStr
 
-from app.core.config import Settings
-from app.core.security import Role, create_access_token
-from bench.http import Connection, ProtocolError
-
-BENCH_DIR = Path(__file__).resolve().parent
-
-
-@dataclass
-class Results:
-    statuses: Counter[int] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
+from bench import report
+from bench.ceiling import create_event, run_pgbench
+from bench.checks import check_database
+from bench.clients import Client, book_forever, run_for
+from bench.credentials import Credentials, mint, service_settings
+from bench.http import Connection
+from bench.machine_speed import ADDITIONS, additions_seconds
+from bench.results import Run, new_run
+from bench.rush import buy_forever
+from bench.server import CpuMeter, describe, server_pids, with_workers
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-url", default=os.environ.get("BENCH_URL", "http://127.0.0.1:8002"))
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    parser.add_argument("--jwt-secret", default=os.environ.get("JWT_SECRET"))
-    parser.add_argument("--scenario", choices=["hot", "spread"], default="hot")
+    parser.add_argument("--jwt-secret", help="the server's JWT_SECRET, if not in this environment or .env")
+    parser.add_argument(
+        "--webhook-secret", help="the server's PAYMENT_WEBHOOK_SECRET (rush), if not in the environment"
+    )
+    parser.add_argument("--scenario", choices=["hot", "spread", "rush"], default="hot")
+    parser.add_argument("--users", type=int, default=20_000, help="distinct users; requests cycle through them")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--events", type=int, default=1000, help="events in the spread scenario")
     parser.add_argument("--capacity", type=int, default=1_000_000, help="seats per event")
     parser.add_argument("--think-ms", type=float, default=2.0, help="mean random pause between requests")
-    parser.add_argument("--pgbench", action="store_true", help="also measure PostgreSQL alone (pgbench)")
-    return parser.parse_args()
+    parser.add_argument(
+        "--pgbench", action=argparse.BooleanOptionalAction, default=True,
+        help="measure PostgreSQL alone (pgbench) after the load, for the same-run ratio",
+    )  # fmt: skip
+    parser.add_argument("--server-pid", type=int, action="append", help="the server's pid (default: found by port)")
+    parser.add_argument("--additions", type=int, default=ADDITIONS, help="size of the machine-speed loop")
+    args = parser.parse_args(argv)
+    if not args.database_url:
+        parser.error("--database-url (or DATABASE_URL) is needed to check the database afterwards")
+    if args.users < 1:
+        parser.error("--users must be at least 1")
+    return args
 
 
-def token_factory(secret: str | None) -> tuple[Settings, str]:
-    settings = Settings(database_url="unused", redis_url="unused")
-    if secret:
-        settings = settings.model_copy(update={"jwt_secret": SecretStr(secret)})
-    admin = create_access_token(settings, 1, role=Role.ADMIN)
-    return settings, admin
-
-
-async def create_events(base: str, admin: str, ids: list[int], capacity: int, connections: int = 8) -> None:
+async def create_events(base: str, admin: bytes, ids: list[int], capacity: int, connections: int = 8) -> None:
     """Create the events through the admin endpoint, a few connections at a time."""
     pending = list(ids)
 
@@ -76,164 +78,71 @@ async def create_events(base: str, admin: str, ids: list[int], capacity: int, co
             while pending:
                 event_id = pending.pop()
                 body = {"event_name": f"bench {event_id}", "total_capacity": capacity, "price": "25", "currency": "USD"}
-                status, answer = await connection.request(
-                    "PUT", f"/api/v1/admin/availability/{event_id}", admin, json.dumps(body).encode()
-                )
+                path = b"/api/v1/admin/availability/%d" % event_id
+                status, answer = await connection.request(b"PUT", path, admin, json.dumps(body).encode())
                 if status != 200:
                     raise SystemExit(f"could not create event {event_id}: {status} {answer.decode()}")
         finally:
             await connection.close()
 
-    await asyncio.gather(*(creator() for _ in range(connections)))
+    await asyncio.gather(*(creator() for _ in range(min(connections, len(ids)))))
 
 
-async def client(base: str, token: str, events: list[int], deadline: float, think: float, results: Results) -> None:
-    rng = random.Random()
-    connection: Connection | None = None
-    while time.perf_counter() < deadline:
-        body = b'{"event_id": %d, "quantity": 1}' % rng.choice(events)
-        started = time.perf_counter()
-        try:
-            connection = connection or await Connection.open(base)
-            status, _ = await connection.request("POST", "/api/v1/bookings/", token, body)
-        except (OSError, ProtocolError) as exc:
-            results.errors[type(exc).__name__] += 1
-            if connection is not None:
-                connection.abort()
-            connection = None  # a new connection for the next request
-            continue
-        results.statuses[status] += 1
-        results.latencies.append(time.perf_counter() - started)
-        if think:
-            await asyncio.sleep(rng.expovariate(1 / think))
-    if connection is not None:
-        await connection.close()
+async def run_load(args: argparse.Namespace, run: Run, credentials: Credentials, server: list[int]) -> float:
+    """Run the scenario; the CPU seconds the `server` processes used meanwhile."""
+    await create_events(args.base_url, credentials.admin, run.events, args.capacity)
+    users = itertools.cycle(credentials.users)
+    clients = [Client(args.base_url, users, args.think_ms / 1000) for _ in range(args.connections)]
+    if run.scenario == "rush":
+        coroutines = [buy_forever(client, run, credentials) for client in clients]
+    else:
+        coroutines = [book_forever(client, run.steps["booking"], run.events) for client in clients]
+    report.line("load", f"running from {time.strftime('%H:%M:%S')}", flush=True)  # bench/profile.sh waits for it
+    started, meter = time.perf_counter(), CpuMeter(server)
+    await run_for(args.duration, coroutines)
+    run.elapsed = time.perf_counter() - started
+    return meter.used()
 
 
-async def run_load(args: argparse.Namespace, events: list[int], results: Results) -> float:
-    settings, admin = token_factory(args.jwt_secret)
-    await create_events(args.base_url, admin, events, args.capacity)
-    tokens = [create_access_token(settings, 10_000 + i) for i in range(args.connections)]
-    started = time.perf_counter()
-    deadline = started + args.duration
-    await asyncio.gather(
-        *(client(args.base_url, token, events, deadline, args.think_ms / 1000, results) for token in tokens)
-    )
-    return time.perf_counter() - started
+def find_server(args: argparse.Namespace) -> list[int]:
+    if args.server_pid:
+        return with_workers(set(args.server_pid))
+    return server_pids(urlsplit(args.base_url).port or 80)
 
 
-INVARIANT = """
-SELECT count(*) FROM event_availability
-WHERE available_capacity + reserved_capacity + confirmed_capacity <> total_capacity
-   OR available_capacity < 0 OR reserved_capacity < 0 OR confirmed_capacity < 0
-"""
+def measure_ceiling(args: argparse.Namespace, dsn: str, event_id: int, run: Run) -> bool:
+    """pgbench on an event of its own, as many clients as connections, as long as the load ran."""
+    asyncio.run(create_event(dsn, event_id))
+    tps = run_pgbench(dsn, event_id, args.connections, max(1, round(args.duration)))
+    report.ceiling(run, tps, args.connections)
+    return tps is not None
 
 
-async def check_database(dsn: str, events: list[int], results: Results) -> list[str]:
-    connection = await asyncpg.connect(dsn)
-    try:
-        broken = await connection.fetchval(INVARIANT)
-        reserved = await connection.fetchval(
-            "SELECT coalesce(sum(reserved_capacity), 0) FROM event_availability WHERE event_id = ANY($1)", events
-        )
-        bookings = await connection.fetchval("SELECT count(*) FROM bookings WHERE event_id = ANY($1)", events)
-        audits = await connection.fetchval(
-            "SELECT count(*) FROM audit_log a JOIN bookings b ON a.entity_type = 'booking' AND a.entity_id = b.id "
-            "AND a.action = 'booking.created' WHERE b.event_id = ANY($1)",
-            events,
-        )
-        messages = await connection.fetchval(
-            "SELECT count(*) FROM outbox WHERE kind = 'created' AND event_id = ANY($1)", events
-        )
-    finally:
-        await connection.close()
-    answered = results.statuses[201]
-    return [
-        f"invariant violations        {broken}  {'OK' if broken == 0 else 'BROKEN'}",
-        f"201 answers / booking rows  {answered} / {bookings}  {'OK' if answered == bookings else 'MISMATCH'}",
-        f"reserved seats              {reserved}  {'OK' if reserved == bookings else 'MISMATCH'}",
-        f"audit rows / outbox rows    {audits} / {messages}  {'OK' if audits == messages == bookings else 'MISMATCH'}",
-    ]
-
-
-def run_pgbench(dsn: str, event_id: int, clients: int, duration: int) -> float | None:
-    """PostgreSQL alone: the same one-booking transaction, on the same schema and database."""
-    script = (BENCH_DIR / "booking.pgbench").read_text().replace(":event_id", str(event_id))
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
-        handle.write(script)
-    command = ["pgbench", "-n", "-f", handle.name, "-c", str(clients), "-j", "2", "-T", str(duration), dsn]
-    try:
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"pgbench failed: {exc}")
-        return None
-    finally:
-        os.unlink(handle.name)
-    for line in output.splitlines():
-        if line.startswith("tps"):
-            return float(line.split("=")[1].split()[0])
-    return None
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))] * 1000
-
-
-def report(args: argparse.Namespace, results: Results, elapsed: float) -> float:
-    sent = sum(results.statuses.values())
-    latencies = sorted(results.latencies)
-    booked_per_second = results.statuses[201] / elapsed
-    print(
-        f"scenario           {args.scenario} ({args.events if args.scenario == 'spread' else 1} events), "
-        f"{args.connections} connections, {elapsed:.1f} s"
-    )
-    print(f"requests sent      {sent}")
-    print(f"bookings made      {results.statuses[201]}")
-    print(f"requests/s         {sent / elapsed:.0f}")
-    print(f"bookings/s         {booked_per_second:.0f}")
-    if latencies:
-        print(
-            f"latency ms         p50 {percentile(latencies, 0.50):.1f}  p95 {percentile(latencies, 0.95):.1f}  "
-            f"p99 {percentile(latencies, 0.99):.1f}  mean {statistics.fmean(latencies) * 1000:.1f}"
-        )
-    print(f"answers by status  {dict(sorted(results.statuses.items()))}")
-    print(f"client errors      {dict(results.errors) or 0}")
-    return booked_per_second
-
-
-def main() -> None:
-    args = parse_args()
-    if not args.database_url:
-        raise SystemExit("--database-url (or DATABASE_URL) is needed to check the invariant afterwards")
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     dsn = args.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    settings = service_settings(args.jwt_secret, args.webhook_secret)
+    if args.scenario == "rush" and not settings.payment_webhook_secret.get_secret_value():
+        raise SystemExit("rush signs webhooks: set PAYMENT_WEBHOOK_SECRET (as the server has it) or --webhook-secret")
     base_id = random.randint(10**9, 2 * 10**9)
-    events = [base_id] if args.scenario == "hot" else [base_id + i for i in range(args.events)]
-    results = Results()
-    elapsed = uvloop.run(run_load(args, events, results))
-    booked_per_second = report(args, results, elapsed)
-    for line in asyncio.run(check_database(dsn, events, results)):
-        print(line)
-    if args.pgbench:
-        pg_event = base_id + 10**6
-        asyncio.run(asyncpg_create_event(dsn, pg_event))
-        tps = run_pgbench(dsn, pg_event, args.connections, int(args.duration))
-        if tps:
-            print(f"pgbench tps        {tps:.0f} (one booking per transaction, {args.connections} clients)")
-            print(f"service/PostgreSQL {booked_per_second / tps:.2f}")
-
-
-async def asyncpg_create_event(dsn: str, event_id: int) -> None:
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(
-            "INSERT INTO event_availability (event_id, event_name, total_capacity, available_capacity, "
-            "reserved_capacity, confirmed_capacity, price, currency, sales_open, event_status, version) "
-            "VALUES ($1, 'pgbench', 100000000, 100000000, 0, 0, 25, 'USD', true, 'published', 1)",
-            event_id,
-        )
-    finally:
-        await connection.close()
+    events = [base_id + i for i in range(args.events)] if args.scenario == "spread" else [base_id]
+    run = new_run(args.scenario, events)
+    report.header(args.scenario, len(events), args.capacity, args.connections, args.users, args.duration)
+    report.line("machine speed", f"{args.additions:,} additions in {additions_seconds(args.additions):.2f} s")
+    credentials = mint(settings, args.users)
+    processes = describe(find_server(args))
+    cpu = uvloop.run(run_load(args, run, credentials, [process.pid for process in processes]))
+    report.load(run)
+    report.server(run, processes, cpu)
+    checks = asyncio.run(check_database(dsn, run))
+    for check in checks:
+        print(check.line())
+    failures = run.failures() + [f"check {check.name}: {check.detail}" for check in checks if not check.ok]
+    if args.pgbench and not measure_ceiling(args, dsn, base_id + 10**6, run):
+        failures.append("pgbench did not run (--no-pgbench to leave it out)")
+    report.verdict(failures)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

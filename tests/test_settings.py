@@ -184,3 +184,17 @@ def test_zero_unreachable_stops_startup(clean_env: pytest.MonkeyPatch, capsys: p
     with pytest.raises(SettingsError):
         load_settings()
     assert "Zero" in capsys.readouterr().err
+
+
+def test_zero_variables_in_dotenv_are_honoured(
+    clean_env: pytest.MonkeyPatch, zero_stub: ZeroStub, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text(
+        f"ZERO_TOKEN=zero-token\nZERO_PICK=db,auth\nZERO_API_URL={zero_stub.url}\nREDIS_URL=redis://cache:6379/0\n"
+    )
+    clean_env.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.db_host == "zero-db" and settings.jwt_secret.get_secret_value() == "z" * 40
+    assert zero_stub.requests[0]["variables"]["pick"] == ["db", "auth"]
+    clean_env.setenv("ZERO_PICK", "auth")  # the environment wins over .env, as for every setting
+    assert Settings(db_host="h").db_host == "h" and zero_stub.requests[1]["variables"]["pick"] == ["auth"]

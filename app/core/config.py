@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -11,12 +12,17 @@ from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
 )
 
 from app.core.zero_source import ZeroSettingsSource, ZeroUnavailableError
 
+# Compose and Kubernetes secrets arrive as files here, one per setting (`jwt_secret`, `db_password`, ...).
+SECRETS_DIR = Path("/run/secrets")
 DEVELOPMENT_JWT_SECRET = "development-only-secret-not-for-production-use"
+# Lets `make run` take the documented webhook at once; never applied outside development.
+DEVELOPMENT_WEBHOOK_SECRET = "whsec_development_only_not_for_production"
 MIN_PRODUCTION_SECRET_LENGTH = 32
 
 
@@ -130,6 +136,11 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _development_webhook_secret(self) -> Settings:
+        self.payment_webhook_secret = webhook_secret_for(self.environment, self.payment_webhook_secret)
+        return self
+
+    @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
         if self.environment is Environment.PRODUCTION:
             secret = self.jwt_secret.get_secret_value()
@@ -173,7 +184,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Highest priority first: explicit arguments, the environment, .env, then Zero.
+        # Highest priority first: explicit arguments, the environment, .env, Zero, then secret files
+        # (SECRETS_DIR, looked at only when it exists: elsewhere pydantic-settings would warn).
+        if getattr(file_secret_settings, "secrets_dir", None) is None and SECRETS_DIR.is_dir():
+            file_secret_settings = SecretsSettingsSource(settings_cls, secrets_dir=SECRETS_DIR)
         return (
             init_settings,
             env_settings,
@@ -181,6 +195,13 @@ class Settings(BaseSettings):
             ZeroSettingsSource(settings_cls),
             file_secret_settings,
         )
+
+
+def webhook_secret_for(environment: Environment, configured: SecretStr) -> SecretStr:
+    """The configured webhook secret; in development, the documented one when none is set."""
+    if environment is Environment.DEVELOPMENT and not configured.get_secret_value():
+        return SecretStr(DEVELOPMENT_WEBHOOK_SECRET)
+    return configured
 
 
 class SettingsError(SystemExit):

@@ -73,6 +73,18 @@ WAITING_ROOM_WAIT = Histogram(
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
 )
 SSE_CLIENTS = Gauge("sse_clients", "Clients connected to availability streams", multiprocess_mode="livesum")
+HEALTH_STATUSES = ("healthy", "degraded", "unhealthy")
+HEALTH_STATUS = Gauge(
+    "health_status",
+    "1 for the status the latest /api/v1/health check found, 0 for the others",
+    ["status"],
+    multiprocess_mode="livemostrecent",
+)
+
+
+def record_health(status: str) -> None:
+    for name in HEALTH_STATUSES:
+        HEALTH_STATUS.labels(name).set(1 if name == status else 0)
 
 
 def exposition() -> bytes:

@@ -6,9 +6,10 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from jose import JWTError, jwt
+from pydantic import SecretStr
 
 from app.core.config import Settings
 from app.core.errors import UnauthorizedError
@@ -100,8 +101,19 @@ def _role(claims: dict[str, Any]) -> Role:
         raise UnauthorizedError("The token carries an unknown role", code="invalid_token") from exc
 
 
+class SigningSettings(Protocol):
+    """What issuing a token needs: the service's Settings, or the tools' (no database or Redis)."""
+
+    @property
+    def jwt_secret(self) -> SecretStr: ...
+    @property
+    def jwt_algorithm(self) -> str: ...
+    @property
+    def jwt_expiry_minutes(self) -> int: ...
+
+
 def create_access_token(
-    settings: Settings,
+    settings: SigningSettings,
     user_id: int,
     *,
     role: Role = Role.USER,

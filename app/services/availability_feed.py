@@ -31,6 +31,7 @@ class AvailabilityFeed:
         self._clients: dict[int, set[asyncio.Queue[dict[str, Any] | None]]] = {}
         self._watched = asyncio.Event()  # some local client is connected
         self._listening = asyncio.Event()  # the channel is subscribed to
+        self._closed = False  # shutting down: a stream starting now ends at once
 
     def queue_publish(self, pipe: Any, updates: list[dict[str, Any]]) -> None:
         """Add the announcement of events' new figures to a pipeline the caller sends."""
@@ -43,6 +44,8 @@ class AvailabilityFeed:
         self._clients.setdefault(event_id, set()).add(queue)
         metrics.SSE_CLIENTS.inc()
         self._watched.set()
+        if self._closed:
+            _offer(queue, None)
         with suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), timeout=ready_within)
         return queue
@@ -59,6 +62,7 @@ class AvailabilityFeed:
 
     def close(self) -> None:
         """Shutdown: every stream ends."""
+        self._closed = True
         for clients in self._clients.values():
             for queue in clients:
                 _offer(queue, None)

@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from opentelemetry.trace import SpanContext
 from sqlalchemy import BigInteger, Integer, Numeric, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import metrics
+from app.core import metrics, tracing
 from app.core.clock import clock
 from app.core.errors import AppError, InsufficientCapacityError, NotFoundError, SalesClosedError
 from app.core.logging import get_logger
@@ -114,6 +115,7 @@ class BookingRequest:
     admission: AdmissionPass | None = None
     # Taken from the submitting request's context: the batch runs in a task of its own.
     request_id: str | None = field(default_factory=audit.current_request_id)
+    span_context: SpanContext | None = field(default_factory=tracing.current_span_context)  # to link its batch
     future: asyncio.Future[BookingRead] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -158,7 +160,8 @@ class BookingBatcher:
                 if size > 1:
                     self._busy_until = loop.time() + HOT_MEMORY_SECONDS
                 try:
-                    await self._process(batch)
+                    with tracing.batch_span(size, (request.span_context for request in batch)):
+                        await self._process(batch)
                 except Exception as exc:  # never leave a client waiting, and keep draining
                     log.exception("booking_batch_failed", size=len(batch))
                     for request in batch:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from app.core import metrics
 from app.core.clock import clock
 from app.db.redis import RedisUnavailable
 from app.services import outbox
@@ -57,4 +58,5 @@ async def check(runtime: Runtime) -> HealthReport:
         report.checks["redis"] = {"status": "down", "error": type(exc).__name__}
         if report.status == "healthy":
             report.status = "degraded"
+    metrics.record_health(report.status)
     return report

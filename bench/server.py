@@ -1,0 +1,145 @@
+"""The server's processes as Linux shows them in /proc: which they are, their CPU time, their memory.
+
+The server is found by its listening port: /proc/net/tcp{,6} gives the listening socket's inode,
+and every process holding that socket among its file descriptors serves it (uvicorn's supervisor
+and each of its workers inherit it). Given a pid instead, its descendants holding the sockets it
+listens on are its workers.
+
+    python -m bench.server --port 8002          # the pids, one a line
+    python -m bench.server --port 8002 --root   # the topmost one (bench/profile.sh profiles it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+LISTEN = "0A"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def listening_sockets(port: int | None = None) -> set[str]:
+    """The listening TCP sockets on `port` (on any port if None), as their fd links read: `socket:[inode]`."""
+    sockets: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if fields[3] == LISTEN and port in (None, local_port):
+                sockets.add(f"socket:[{fields[9]}]")
+    return sockets
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit()]
+
+
+def _descriptors(pid: int) -> set[str]:
+    try:
+        entries = list((PROC / str(pid) / "fd").iterdir())
+    except OSError:
+        return set()
+    links = set()
+    for entry in entries:
+        try:
+            links.add(os.readlink(entry))
+        except OSError:
+            continue
+    return links
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int((PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def server_pids(port: int) -> list[int]:
+    """Every process serving `port` on this machine (empty if none is visible from here)."""
+    sockets = listening_sockets(port)
+    if not sockets:
+        return []
+    return sorted(pid for pid in _pids() if _descriptors(pid) & sockets)
+
+
+def with_workers(pids: set[int]) -> list[int]:
+    """The given processes and their descendants serving a socket they listen on (not, say, a
+    multiprocessing resource tracker, which runs the same executable but serves nothing)."""
+    sockets = listening_sockets() & set().union(*(_descriptors(pid) for pid in pids))
+    found = set(pids)
+    parents = {pid: _parent(pid) for pid in _pids()}
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= {pid for pid in children if _descriptors(pid) & sockets}
+        grew = bool(children) and bool(found & children)
+    return sorted(found)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (0 if it is gone)."""
+    try:
+        fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat
+
+
+def resident_mb(pid: int) -> float | None:
+    """VmRSS in MB, or None if the process is gone."""
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerProcess:
+    pid: int
+    role: str  # "supervisor" (starts the workers, serves nothing itself) or "worker"
+
+
+def describe(pids: list[int]) -> list[ServerProcess]:
+    """A process whose child is also among `pids` supervises; the others serve."""
+    parents = {_parent(pid) for pid in pids}
+    return [ServerProcess(pid, "supervisor" if pid in parents else "worker") for pid in pids]
+
+
+class CpuMeter:
+    """CPU time the server's processes use from now on (utime + stime, summed over them)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self._start = self._total()
+
+    def _total(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids)
+
+    def used(self) -> float:
+        return self._total() - self._start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Print the pids of the processes serving a port, one a line.")
+    parser.add_argument("--port", type=int, default=8002)
+    parser.add_argument("--root", action="store_true", help="only the topmost (the one to profile with its children)")
+    args = parser.parse_args()
+    pids = server_pids(args.port)
+    for pid in pids:
+        if not args.root or _parent(pid) not in pids:
+            print(pid)
+
+
+if __name__ == "__main__":
+    main()
