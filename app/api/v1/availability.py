@@ -60,18 +60,29 @@ async def release(
 
 @router.get(
     "/{event_id}/stream",
-    responses={200: {"content": {"text/event-stream": {}}, "description": "`availability` events"}, **problems(404)},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "`availability` events"},
+        **problems(404, 429),
+    },
     summary="Live availability (Server-Sent Events)",
     description="The current figures at once, then one `availability` event per committed change, "
-    "with a comment line as heartbeat every SSE_HEARTBEAT_SECONDS. Ends on disconnect or shutdown.",
+    "with a comment line as heartbeat every SSE_HEARTBEAT_SECONDS. Ends on disconnect or shutdown, and "
+    "with an `end` event (`reason` `token_expired` or `token_revoked`) at the token's expiry or revocation. "
+    "At most SSE_MAX_STREAMS_PER_USER streams per user and SSE_MAX_STREAMS_PER_INSTANCE per instance (429).",
 )
-async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: CurrentUser) -> StreamingResponse:
-    # Listening first, reading second: a change committed in between arrives as an update.
-    updates = await runtime.feed.subscribe(event_id)
+async def stream_availability(event_id: EventId, runtime: RuntimeDep, user: CurrentUser) -> StreamingResponse:
+    session = await runtime.streams.open(user)
+    try:
+        # Listening first, reading second: a change committed in between arrives as an update.
+        updates = await runtime.feed.subscribe(event_id)
+    except BaseException:
+        await session.close()
+        raise
     try:
         current = await availability.get_availability(runtime, event_id)
     except BaseException:  # not found, or the client went away: no stream, no subscription left
         runtime.feed.unsubscribe(event_id, updates)
+        await session.close()
         raise
     heartbeat = runtime.settings.sse_heartbeat_seconds
 
@@ -79,9 +90,9 @@ async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: Cur
         try:
             last_version = current.version
             yield sse_message(current.model_dump(mode="json"))
-            while True:
+            while await session.live():
                 try:
-                    figures = await asyncio.wait_for(updates.get(), timeout=heartbeat)
+                    figures = await asyncio.wait_for(updates.get(), timeout=session.wait_at_most(heartbeat))
                 except TimeoutError:
                     yield ": heartbeat\n\n"
                     continue
@@ -90,8 +101,10 @@ async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: Cur
                 if figures["version"] > last_version:
                     last_version = figures["version"]
                     yield sse_message(figures)
+            yield sse_end(session.end_reason)
         finally:
             runtime.feed.unsubscribe(event_id, updates)
+            await session.close()
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -100,3 +113,7 @@ async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: Cur
 
 def sse_message(figures: dict[str, Any]) -> str:
     return f"event: availability\nid: {figures['version']}\ndata: {json.dumps(figures)}\n\n"
+
+
+def sse_end(reason: str | None) -> str:
+    return f"event: end\ndata: {json.dumps({'reason': reason})}\n\n"
