@@ -131,7 +131,7 @@ async def test_an_instance_beyond_its_stream_cap_is_429(database_url: str, redis
 
 
 async def test_the_user_cap_counts_the_streams_of_every_instance(database_url: str, redis_url: str) -> None:
-    settings = make_settings(database_url, redis_url, sse_max_streams_per_user=2, sse_heartbeat_seconds=0.1)
+    settings = make_settings(database_url, redis_url, sse_max_streams_per_user=2)
     gateway = RedisGateway(settings)
     revocations = RevocationChecker(settings, gateway)
     first, second = StreamLimits(settings, gateway, revocations), StreamLimits(settings, gateway, revocations)
@@ -141,19 +141,30 @@ async def test_the_user_cap_counts_the_streams_of_every_instance(database_url: s
         with pytest.raises(TooManyStreamsError):
             await second.open(principal)
         await on_first[0].close()
-        admitted = await second.open(principal)
-        await admitted.close()
-        # An instance that died never releases its leases; they lapse after a few heartbeats.
-        await asyncio.sleep(0.4)
         await (await second.open(principal)).close()
-        await (await second.open(principal)).close()
+    finally:
+        await gateway.close()
+
+
+async def test_the_streams_of_a_dead_instance_stop_counting(database_url: str, redis_url: str) -> None:
+    settings = make_settings(database_url, redis_url, sse_max_streams_per_user=1, sse_heartbeat_seconds=0.5)
+    gateway = RedisGateway(settings)
+    revocations = RevocationChecker(settings, gateway)
+    dead, alive = StreamLimits(settings, gateway, revocations), StreamLimits(settings, gateway, revocations)
+    principal = Principal(user_id=FIRST_USER + 8, role=Role.USER)
+    try:
+        await dead.open(principal)  # never renewed nor closed: its instance died
+        with pytest.raises(TooManyStreamsError):
+            await alive.open(principal)
+        await asyncio.sleep(1.6)  # three heartbeats: the lease has lapsed
+        await (await alive.open(principal)).close()
     finally:
         await gateway.close()
 
 
 async def test_a_stream_ends_when_its_token_expires(database_url: str, redis_url: str) -> None:
     settings = make_settings(database_url, redis_url, sse_heartbeat_seconds=30)
-    short_lived = token(settings, FIRST_USER + 6, expires_in=timedelta(seconds=2))
+    short_lived = token(settings, FIRST_USER + 6, expires_in=timedelta(seconds=4))
     async with serving(settings) as (api, _), open_stream(api, short_lived) as (response, lines):
         assert response.status_code == 200
         assert (await next_event(lines))[0] == "availability"
