@@ -60,10 +60,7 @@ async def release(
 
 @router.get(
     "/{event_id}/stream",
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "`availability` events"},
-        **problems(404, 429),
-    },
+    responses={200: {"content": {"text/event-stream": {}}, "description": "`availability` events"}, **problems(404)},
     summary="Live availability (Server-Sent Events)",
     description="The current figures at once, then one `availability` event per committed change, "
     "with a comment line as heartbeat every SSE_HEARTBEAT_SECONDS. Ends on disconnect or shutdown, and "
