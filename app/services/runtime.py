@@ -19,6 +19,7 @@ from app.db.redis import RedisGateway, RedisUnavailable
 from app.schemas.availability import EventAvailabilityRead
 from app.services.availability_cache import AvailabilityCache
 from app.services.availability_feed import AvailabilityFeed
+from app.services.stream_limits import StreamLimits
 
 log = get_logger(__name__)
 
@@ -39,6 +40,7 @@ class Runtime:
     rate_limiter: WriteRateLimiter = field(init=False)
     cache: AvailabilityCache = field(init=False)
     feed: AvailabilityFeed = field(init=False)
+    streams: StreamLimits = field(init=False)
     batcher: BookingBatcher = field(init=False)
     outbox_listeners: list[Callable[[], None]] = field(default_factory=list)
 
@@ -49,6 +51,7 @@ class Runtime:
         self.rate_limiter = WriteRateLimiter(self.redis, self.settings.rate_limit_per_minute)
         self.cache = AvailabilityCache(self.redis, self.settings.availability_cache_ttl_seconds)
         self.feed = AvailabilityFeed(self.redis)
+        self.streams = StreamLimits(self.settings, self.redis, self.revocations)
 
     async def after_commit(self, session: AsyncSession) -> None:
         """Side effects of a committed transaction: wake the relay, refresh the cache and feed."""
