@@ -21,7 +21,7 @@ from app.core.errors import UnauthorizedError
 from app.core.revocation import RevocationChecker
 from app.core.security import Principal, Role, create_access_token
 from app.db.redis import RedisGateway
-from bench.http import Connection
+from bench.http import Connection, bearer
 from tests.checks import assert_invariant, count
 from tests.conftest import make_settings, running_app
 from tests.redis_server import ThrowawayRedis
@@ -80,7 +80,7 @@ async def burst(service: ServiceProcess, settings: Settings, user_id: int) -> li
     connections = await asyncio.gather(*(Connection.open(service.url) for _ in range(BURST)))
     try:
         answers = await asyncio.gather(
-            *(connection.request("POST", "/api/v1/bookings/", token, booking) for connection in connections)
+            *(connection.request(b"POST", b"/api/v1/bookings/", bearer(token), booking) for connection in connections)
         )
     finally:
         await asyncio.gather(*(connection.close() for connection in connections))
