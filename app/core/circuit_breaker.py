@@ -20,10 +20,12 @@ class CircuitBreaker:
         reset_seconds: float,
         failure_types: tuple[type[BaseException], ...],
         on_state_change: Callable[[bool], None] | None = None,
+        not_failures: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._threshold = failure_threshold
         self._reset_seconds = reset_seconds
         self._failure_types = failure_types
+        self._not_failures = not_failures  # subclasses of failure types that say nothing of health
         self._on_state_change = on_state_change
         self._failures = 0
         self._opened_at: float | None = None
@@ -40,6 +42,8 @@ class CircuitBreaker:
             raise CircuitOpenError("circuit open: dependency recently failed")
         try:
             result = await operation()
+        except self._not_failures:
+            raise
         except self._failure_types:
             self.record_failure()
             raise

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     outbox_dedup_seconds: int = Field(900, ge=1)
     availability_cache_ttl_seconds: int = Field(300, ge=1)
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
+    # Bursts (issue 12): Redis connections are waited for, live streams are capped.
+    redis_max_connections: int = Field(100, ge=1)
+    redis_pool_timeout_seconds: float = Field(2.0, gt=0)
+    sse_max_streams_per_user: int = Field(5, ge=1)
+    sse_max_streams_per_instance: int = Field(1000, ge=1)
 
     rate_limit_per_minute: int = Field(0, ge=0)
     max_body_bytes: int = Field(65_536, ge=1024)

@@ -27,6 +27,9 @@ DB_POOL_CHECKED_OUT = Gauge(
 DB_POOL_SIZE = Gauge("db_pool_size", "Database connections held by the pool", multiprocess_mode="livesum")
 REDIS_CIRCUIT_OPEN = Gauge("redis_circuit_open", "1 while a Redis circuit breaker is open", multiprocess_mode="livemax")
 REDIS_FAILURES = Counter("redis_failures_total", "Redis calls that failed", ["operation"])
+REDIS_POOL_TIMEOUTS = Counter(
+    "redis_pool_timeouts_total", "Redis calls that found no pooled connection free in time", ["operation"]
+)
 AUTH_REVOCATION_UNCHECKED = Counter(
     "auth_revocation_unchecked_total", "Tokens accepted without a deny-list check (Redis down)"
 )

@@ -1,7 +1,9 @@
 """Per-user limit on write requests: a fixed one-minute window counted in Redis.
 
 Off when `RATE_LIMIT_PER_MINUTE` is 0. With Redis unreachable requests are let through: the limit
-protects the service, it must not take it down.
+protects the service, it must not take it down. With Redis busy (no pooled connection free within
+`REDIS_POOL_TIMEOUT_SECONDS`) the request is answered 503 `service_busy` with `Retry-After`: a burst
+is exactly what the limit is for, so it is never skipped for load.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from redis.asyncio import Redis
 
 from app.core.errors import RateLimitedError
-from app.db.redis import RedisGateway, RedisUnavailable
+from app.db.redis import RedisBusyError, RedisGateway, RedisPoolTimeoutError, RedisUnavailable
 
 WINDOW_SECONDS = 60
 
@@ -37,6 +39,8 @@ class WriteRateLimiter:
 
         try:
             used = await self._gateway.call("rate_limit", count)
+        except RedisPoolTimeoutError:
+            raise RedisBusyError() from None
         except RedisUnavailable:
             return
         if used > self._per_minute:

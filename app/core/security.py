@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
@@ -26,6 +26,7 @@ class Principal:
     role: Role
     email: str | None = None
     jti: str | None = None
+    expires_at: float | None = None  # the token's `exp`, Unix seconds
 
     @property
     def is_admin(self) -> bool:
@@ -53,6 +54,7 @@ class TokenVerifier:
             del self._verified[token]
             raise UnauthorizedError("The access token is invalid or expired", code="invalid_token")
         principal, expires = _decode(token, self._settings)
+        principal = replace(principal, expires_at=expires)
         if len(self._verified) >= self._max_entries:
             self._verified.clear()
         self._verified[token] = (principal, expires)

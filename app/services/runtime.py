@@ -19,6 +19,7 @@ from app.db.redis import RedisGateway, RedisUnavailable
 from app.schemas.availability import EventAvailabilityRead
 from app.services.availability_cache import AvailabilityCache
 from app.services.availability_feed import AvailabilityFeed
+from app.services.stream_limits import StreamLimits
 from app.services.waiting_line import WaitingLine
 
 log = get_logger(__name__)
@@ -40,6 +41,7 @@ class Runtime:
     rate_limiter: WriteRateLimiter = field(init=False)
     cache: AvailabilityCache = field(init=False)
     feed: AvailabilityFeed = field(init=False)
+    streams: StreamLimits = field(init=False)
     waiting_line: WaitingLine = field(init=False)
     batcher: BookingBatcher = field(init=False)
     outbox_listeners: list[Callable[[], None]] = field(default_factory=list)
@@ -51,6 +53,7 @@ class Runtime:
         self.rate_limiter = WriteRateLimiter(self.redis, self.settings.rate_limit_per_minute)
         self.cache = AvailabilityCache(self.redis, self.settings.availability_cache_ttl_seconds)
         self.feed = AvailabilityFeed(self.redis)
+        self.streams = StreamLimits(self.settings, self.redis, self.revocations)
         self.waiting_line = WaitingLine(self.redis)
 
     async def after_commit(self, session: AsyncSession) -> None:

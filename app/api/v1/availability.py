@@ -24,7 +24,7 @@ from app.api.v1.responses import (
     success,
     transition,
 )
-from app.core.errors import InsufficientCapacityError, NotFoundError, SalesClosedError
+from app.core.errors import InsufficientCapacityError, NotFoundError, RateLimitedError, SalesClosedError
 from app.schemas.availability import EventAvailabilityRead, ReservationRead, ReserveRequest
 from app.services import availability, reservations
 
@@ -48,7 +48,7 @@ PROBLEMS = {
         Answer.of(InsufficientCapacityError),
     ),
     "releaseHold": problems(AUTHENTICATED, VALIDATED, WRITE, LOCKED, NOT_FOUND, transition("reservation_not_active")),
-    "streamAvailability": problems(AUTHENTICATED, VALIDATED, NOT_FOUND),
+    "streamAvailability": problems(AUTHENTICATED, VALIDATED, NOT_FOUND, Answer.of(RateLimitedError)),
 }
 SSE_EXAMPLE = (
     "event: availability\nid: 7\ndata: "
@@ -77,7 +77,8 @@ SSE_EXAMPLE = (
 STREAM = {
     "description": "Server-Sent Events: each `availability` event's `data` is the event's figures "
     "(the `EventAvailabilityRead` schema) as JSON, and its `id` their `version`; lines starting "
-    "with `:` are heartbeats.",
+    "with `:` are heartbeats. At the token's expiry or revocation an `end` event closes the stream, its "
+    "`data` `{\"reason\": \"token_expired\"|\"token_revoked\"}`.",
     "content": {
         "text/event-stream": {
             "schema": {"type": "string", "description": "`event: availability`, `id: <version>`, `data: <JSON>`"},
@@ -150,15 +151,24 @@ async def release(
     responses={200: STREAM, **PROBLEMS["streamAvailability"]},
     summary="Live availability (Server-Sent Events)",
 )
-async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: CurrentUser) -> StreamingResponse:
+async def stream_availability(event_id: EventId, runtime: RuntimeDep, user: CurrentUser) -> StreamingResponse:
     """The current figures at once, then one `availability` event per committed change, with a
-    comment line as heartbeat every SSE_HEARTBEAT_SECONDS. Ends on disconnect or shutdown."""
-    # Listening first, reading second: a change committed in between arrives as an update.
-    updates = await runtime.feed.subscribe(event_id)
+    comment line as heartbeat every SSE_HEARTBEAT_SECONDS. Ends on disconnect or shutdown, and with
+    an `end` event (`reason` `token_expired` or `token_revoked`) at the token's expiry or revocation.
+    At most SSE_MAX_STREAMS_PER_USER streams per user (across instances) and
+    SSE_MAX_STREAMS_PER_INSTANCE per instance: beyond, 429 `rate_limited`."""
+    session = await runtime.streams.open(user)
+    try:
+        # Listening first, reading second: a change committed in between arrives as an update.
+        updates = await runtime.feed.subscribe(event_id)
+    except BaseException:
+        await session.close()
+        raise
     try:
         current = await availability.get_availability(runtime, event_id)
     except BaseException:  # not found, or the client went away: no stream, no subscription left
         runtime.feed.unsubscribe(event_id, updates)
+        await session.close()
         raise
     heartbeat = runtime.settings.sse_heartbeat_seconds
 
@@ -166,9 +176,9 @@ async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: Cur
         try:
             last_version = current.version
             yield sse_message(current.model_dump(mode="json"))
-            while True:
+            while await session.live():
                 try:
-                    figures = await asyncio.wait_for(updates.get(), timeout=heartbeat)
+                    figures = await asyncio.wait_for(updates.get(), timeout=session.wait_at_most(heartbeat))
                 except TimeoutError:
                     yield ": heartbeat\n\n"
                     continue
@@ -177,8 +187,10 @@ async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: Cur
                 if figures["version"] > last_version:
                     last_version = figures["version"]
                     yield sse_message(figures)
+            yield sse_end(session.end_reason)
         finally:
             runtime.feed.unsubscribe(event_id, updates)
+            await session.close()
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -187,3 +199,7 @@ async def stream_availability(event_id: EventId, runtime: RuntimeDep, _user: Cur
 
 def sse_message(figures: dict[str, Any]) -> str:
     return f"event: availability\nid: {figures['version']}\ndata: {json.dumps(figures)}\n\n"
+
+
+def sse_end(reason: str | None) -> str:
+    return f"event: end\ndata: {json.dumps({'reason': reason})}\n\n"

@@ -32,6 +32,7 @@ from app.core.errors import (
     VersionConflictError,
 )
 from app.db.lock import LockTimeoutError
+from app.db.redis import RedisBusyError
 
 PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
 REQUEST_ID = {"$ref": "#/components/headers/X-Request-ID"}
@@ -68,6 +69,7 @@ AUTHENTICATED = (
     Answer.of(UnauthorizedError, "invalid_token"),
     Answer.of(UnauthorizedError, "token_revoked"),
     Answer.of(ServiceUnavailableError),
+    Answer.of(RedisBusyError),
 )
 ADMIN = (*AUTHENTICATED, Answer.of(ForbiddenError))
 # Path, query or header parameters, or a body, that FastAPI validates.
