@@ -16,7 +16,7 @@ from app import __version__
 from app.api import openapi, problems, system
 from app.api.deps import get_principal, limit_writes
 from app.api.middleware import RequestContextMiddleware
-from app.api.v1 import admin, availability, bookings, payments, waitlist
+from app.api.v1 import admin, availability, bookings, payments, queue, waitlist
 from app.core import metrics, tracing
 from app.core.config import Environment, Settings, load_settings
 from app.core.exit_signal import on_exit_signal
@@ -117,8 +117,9 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
     guards = [Depends(get_principal)]
     if settings.rate_limit_per_minute:  # every dependency costs on every request: none when the limit is off
         guards.append(Depends(limit_writes))
-    for module in (bookings, availability, waitlist, admin):
-        app.include_router(module.router, dependencies=guards)
+    user_routers = (bookings.router, availability.router, waitlist.router, queue.router)
+    for router in (*user_routers, admin.router, queue.admin_router):
+        app.include_router(router, dependencies=guards)
     app.include_router(payments.router)  # signed by the provider, not a user
     if settings.cors_origins:
         app.add_middleware(

@@ -36,6 +36,22 @@ FROM event_availability e LEFT JOIN b USING (event_id) LEFT JOIN h USING (event_
 WHERE e.event_id = ANY($1)
 """
 
+# Buyers holding more live seats of an event than its per-buyer limit.
+OVER_LIMIT = """
+SELECT count(*) FROM (
+    SELECT s.event_id, s.user_id FROM (
+        SELECT event_id, user_id, quantity FROM bookings
+        WHERE event_id = ANY($1)
+          AND (status IN ('confirmed', 'completed') OR (status = 'pending' AND expires_at > now()))
+        UNION ALL
+        SELECT event_id, user_id, quantity FROM reservations
+        WHERE event_id = ANY($1) AND status = 'active' AND expires_at > now()
+    ) s JOIN event_availability e USING (event_id)
+    WHERE e.max_tickets_per_user IS NOT NULL
+    GROUP BY s.event_id, s.user_id, e.max_tickets_per_user HAVING sum(s.quantity) > e.max_tickets_per_user
+) over_limit
+"""
+
 ROWS = """
 SELECT (SELECT count(*) FROM bookings WHERE event_id = ANY($1)) AS bookings,
        (SELECT count(*) FROM bookings WHERE event_id = ANY($1) AND status = 'confirmed') AS confirmed,
@@ -81,6 +97,7 @@ async def check_database(dsn: str, run: Run) -> list[Check]:
         rows = await settled_rows(connection, run.events)
         broken = await connection.fetchval(INVARIANT)
         seats = await connection.fetchrow(SEATS, run.events)
+        over_limit = await connection.fetchval(OVER_LIMIT, run.events)
     finally:
         await connection.close()
     booking = run.steps["booking"]
@@ -92,6 +109,7 @@ async def check_database(dsn: str, run: Run) -> list[Check]:
               rows["audits"] == rows["messages"] == rows["bookings"]),
         Check("seat counters vs rows", f"{seats['miscounted']} events miscounted", seats["miscounted"] == 0),
         Check("seats oversold", f"{seats['oversold']} events", seats["oversold"] == 0),
+        Check("buyers over their limit", f"{over_limit} (limit {run.max_tickets_per_user})", over_limit == 0),
     ]  # fmt: skip
     if run.scenario == "rush":
         checks += rush_checks(run, rows)

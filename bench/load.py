@@ -11,6 +11,7 @@ any client error or any check that does not hold.
     python -m bench.load --scenario hot                  # one event, everyone books it
     python -m bench.load --scenario spread --events 1000
     python -m bench.load --scenario rush --capacity 5000 # the whole purchase funnel, until sold out
+    python -m bench.load --scenario rush --capacity 5000 --queue --admit-per-minute 30000 --max-tickets-per-user 2
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=1000, help="events in the spread scenario")
     parser.add_argument("--capacity", type=int, default=1_000_000, help="seats per event")
     parser.add_argument("--think-ms", type=float, default=2.0, help="mean random pause between requests")
+    parser.add_argument("--queue", action="store_true", help="rush: the event behind its waiting room")
+    parser.add_argument("--admit-per-minute", type=int, default=30_000, help="the waiting room's rate (--queue)")
+    parser.add_argument("--max-tickets-per-user", type=int, help="the events' per-buyer limit (default: none)")
     parser.add_argument(
         "--pgbench", action=argparse.BooleanOptionalAction, default=True,
         help="measure PostgreSQL alone (pgbench) after the load, for the same-run ratio",
@@ -65,10 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--database-url (or DATABASE_URL) is needed to check the database afterwards")
     if args.users < 1:
         parser.error("--users must be at least 1")
+    if args.queue and args.scenario != "rush":
+        parser.error("--queue goes with --scenario rush")
     return args
 
 
-async def create_events(base: str, admin: bytes, ids: list[int], capacity: int, connections: int = 8) -> None:
+async def create_events(
+    base: str, admin: bytes, ids: list[int], capacity: int, per_user: int | None, connections: int = 8
+) -> None:
     """Create the events through the admin endpoint, a few connections at a time."""
     pending = list(ids)
 
@@ -77,7 +85,13 @@ async def create_events(base: str, admin: bytes, ids: list[int], capacity: int, 
         try:
             while pending:
                 event_id = pending.pop()
-                body = {"event_name": f"bench {event_id}", "total_capacity": capacity, "price": "25", "currency": "USD"}
+                body = {
+                    "event_name": f"bench {event_id}",
+                    "total_capacity": capacity,
+                    "price": "25",
+                    "currency": "USD",
+                    "max_tickets_per_user": per_user,
+                }
                 path = b"/api/v1/admin/availability/%d" % event_id
                 status, answer = await connection.request(b"PUT", path, admin, json.dumps(body).encode())
                 if status != 200:
@@ -88,9 +102,23 @@ async def create_events(base: str, admin: bytes, ids: list[int], capacity: int, 
     await asyncio.gather(*(creator() for _ in range(min(connections, len(ids)))))
 
 
+async def open_waiting_room(base: str, admin: bytes, event_id: int, admit_per_minute: int) -> None:
+    connection = await Connection.open(base)
+    try:
+        body = json.dumps({"enabled": True, "admit_per_minute": admit_per_minute, "admission_minutes": 10})
+        path = b"/api/v1/admin/queue/%d" % event_id
+        status, answer = await connection.request(b"PUT", path, admin, body.encode())
+        if status != 200:
+            raise SystemExit(f"could not enable the waiting room of event {event_id}: {status} {answer.decode()}")
+    finally:
+        await connection.close()
+
+
 async def run_load(args: argparse.Namespace, run: Run, credentials: Credentials, server: list[int]) -> float:
     """Run the scenario; the CPU seconds the `server` processes used meanwhile."""
-    await create_events(args.base_url, credentials.admin, run.events, args.capacity)
+    await create_events(args.base_url, credentials.admin, run.events, args.capacity, args.max_tickets_per_user)
+    if args.queue:
+        await open_waiting_room(args.base_url, credentials.admin, run.events[0], args.admit_per_minute)
     users = itertools.cycle(credentials.users)
     clients = [Client(args.base_url, users, args.think_ms / 1000) for _ in range(args.connections)]
     if run.scenario == "rush":
@@ -126,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("rush signs webhooks: set PAYMENT_WEBHOOK_SECRET (as the server has it) or --webhook-secret")
     base_id = random.randint(10**9, 2 * 10**9)
     events = [base_id + i for i in range(args.events)] if args.scenario == "spread" else [base_id]
-    run = new_run(args.scenario, events)
+    run = new_run(args.scenario, events, queue=args.queue, max_tickets_per_user=args.max_tickets_per_user)
     report.header(args.scenario, len(events), args.capacity, args.connections, args.users, args.duration)
     report.line("machine speed", f"{args.additions:,} additions in {additions_seconds(args.additions):.2f} s")
     credentials = mint(settings, args.users)

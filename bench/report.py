@@ -39,11 +39,24 @@ def load(run: Run) -> None:
                 f"p99 {percentile_ms(latencies, 0.99):.1f}  mean {statistics.fmean(latencies) * 1000:.1f}",
             )
         line("answers by status", _statuses(booking))
+    if run.queue is not None:
+        waiting_room(run)
     refusals = {f"{step.name} {code}": count for step in steps for code, count in step.refusals.items()}
     line("409 by code", f"{refusals or 0}")
     errors = {f"{step.name} {name}": count for step in steps for name, count in step.errors.items()}
     line("client errors", f"{errors or 0}")
     line("in flight at stop", f"{sum(step.in_flight for step in steps)}")
+
+
+def waiting_room(run: Run) -> None:
+    assert run.queue is not None
+    joins = run.steps["join"].answered
+    line("queue joins", f"{joins}  ({joins / run.elapsed:.0f}/s)")
+    waits = sorted(run.queue.waits)
+    line("admitted", f"{len(run.queue.admitted_at)}, {run.queue.out_of_order()} out of join order")
+    if waits:
+        p50, p99 = (percentile_ms(waits, fraction) / 1000 for fraction in (0.50, 0.99))
+        line("time in queue", f"p50 {p50:.2f} s  p99 {p99:.2f} s")
 
 
 def _ms(step: Step, fraction: float) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 def percentile_ms(sorted_values: list[float], fraction: float) -> float:
@@ -40,12 +42,33 @@ class Step:
 
 
 @dataclass
+class Queue:
+    """`rush --queue`: every buyer's ticket once admitted, and how long each waited."""
+
+    admitted_at: dict[int, datetime] = field(default_factory=dict)  # ticket number -> when the line reached it
+    waits: list[float] = field(default_factory=list)  # seconds from the join's answer to the admission
+
+    def admit(self, ticket: dict[str, object], waited: float) -> None:
+        number = int(str(ticket["ticket_id"]).rsplit("-", 1)[1])
+        if number not in self.admitted_at:  # a user cycling back rejoins with the same ticket
+            self.admitted_at[number] = datetime.fromisoformat(str(ticket["admitted_at"]))
+            self.waits.append(waited)
+
+    def out_of_order(self) -> int:
+        """Buyers admitted before someone who joined ahead of them (times are the server's)."""
+        times = [self.admitted_at[number] for number in sorted(self.admitted_at)]
+        return sum(1 for earlier, later in itertools.pairwise(times) if later < earlier)
+
+
+@dataclass
 class Run:
     scenario: str
     events: list[int]
     steps: dict[str, Step]
     elapsed: float = 0.0
     purchases: int = 0  # rush: webhooks answered `applied` with the booking confirmed
+    queue: Queue | None = None  # rush --queue
+    max_tickets_per_user: int | None = None
 
     @property
     def bookings(self) -> int:
@@ -61,15 +84,21 @@ class Run:
                 lines.append(f"{step.name}: 409 for another reason than seats running out {refusals}")
             if step.errors:
                 lines.append(f"{step.name}: client errors {dict(step.errors)}")
+        if self.queue is not None and (out_of_order := self.queue.out_of_order()):
+            lines.append(f"waiting room: {out_of_order} buyers admitted out of join order")
         return lines
 
 
 BOOKING_ONLY = ("booking",)
 RUSH_STEPS = ("availability", "hold", "booking", "payment", "webhook")
+QUEUE_STEPS = ("join", "ticket")
 SOLD_OUT = frozenset({"insufficient_capacity"})
+AT_LIMIT = frozenset({"ticket_limit_exceeded"})  # with --max-tickets-per-user: a user cycling back
 NONE: frozenset[str] = frozenset()
 # Per step: the statuses that may come, and the 409 codes that mean the seats ran out.
 EXPECTED = {
+    "join": (frozenset({200, 201}), NONE),
+    "ticket": (frozenset({200}), NONE),
     "availability": (frozenset({200}), NONE),
     "hold": (frozenset({201, 409}), SOLD_OUT),
     "booking": (frozenset({201, 409}), SOLD_OUT),
@@ -78,6 +107,11 @@ EXPECTED = {
 }
 
 
-def new_run(scenario: str, events: list[int]) -> Run:
-    names = RUSH_STEPS if scenario == "rush" else BOOKING_ONLY
-    return Run(scenario, events, {name: Step(name, *EXPECTED[name]) for name in names})
+def new_run(scenario: str, events: list[int], *, queue: bool = False, max_tickets_per_user: int | None = None) -> Run:
+    names = (QUEUE_STEPS if queue else ()) + (RUSH_STEPS if scenario == "rush" else BOOKING_ONLY)
+    steps = {name: Step(name, *EXPECTED[name]) for name in names}
+    if max_tickets_per_user is not None:
+        for name in ("hold", "booking"):
+            if name in steps:
+                steps[name].sold_out_codes = steps[name].sold_out_codes | AT_LIMIT
+    return Run(scenario, events, steps, queue=Queue() if queue else None, max_tickets_per_user=max_tickets_per_user)

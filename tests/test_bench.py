@@ -154,6 +154,18 @@ def test_rush_goes_through_the_whole_funnel(service: ServiceProcess, bench_setti
     assert re.match(r"[\d.]+ ms$", value(out, "CPU per purchase")), out
 
 
+def test_rush_through_the_waiting_room_admits_in_join_order(service: ServiceProcess, bench_settings: Settings) -> None:
+    options = ("--scenario", "rush", "--queue", "--admit-per-minute", "6000", "--max-tickets-per-user", "1")
+    run = run_load(service, bench_settings, *options, "--capacity", "15", "--connections", "6", "--no-pgbench")
+    out = run.stdout
+    assert run.returncode == 0, out + run.stderr
+    assert re.match(r"\d+  \(\d+/s\)$", value(out, "queue joins")), out
+    admitted = re.match(r"(\d+), 0 out of join order$", value(out, "admitted"))
+    assert admitted and int(admitted.group(1)) >= 1, out
+    assert re.match(r"p50 [\d.]+ s  p99 [\d.]+ s$", value(out, "time in queue")), out
+    assert_checks_pass(out, (*CHECKS, "seats oversold", "buyers over their limit", "201 holds / hold rows"))
+
+
 def test_any_answer_but_the_expected_ones_is_a_failure() -> None:
     run = new_run("rush", [1])
     run.steps["hold"].statuses.update({201: 5, 409: 3})

@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.api.problems import PROBLEM_JSON
-from app.api.v1 import admin, availability, bookings, payments, waitlist
+from app.api.v1 import admin, availability, bookings, payments, queue, waitlist
 from app.application import create_app
 from app.core.security import Role
 from app.schemas.system import HealthRead, InfoRead
@@ -95,7 +95,7 @@ def test_every_error_is_a_problem_with_its_codes(doc: dict[str, Any]) -> None:
 
 
 def test_each_router_lists_the_problems_of_its_own_operations(doc: dict[str, Any]) -> None:
-    tables = [router.PROBLEMS for router in (admin, availability, bookings, payments, waitlist)]
+    tables = [router.PROBLEMS for router in (admin, availability, bookings, payments, queue, waitlist)]
     listed = [operation_id for table in tables for operation_id in table]
     assert len(listed) == len(set(listed))
     assert set(listed) == set(by_id(doc)) - {"getLiveness", "getHealth", "getServiceInfo", "getMetrics"}
@@ -192,6 +192,7 @@ STORY: list[tuple[str, int | None, dict[str, int]]] = [
     ("receivePaymentWebhook", None, {}),
     ("refundBooking", 1, {"booking_id": 1}),
     ("confirmBooking", 1, {"booking_id": 2}),
+    ("configureWaitingRoom", 1, {"event_id": 1}),
 ]
 
 
@@ -236,7 +237,7 @@ async def test_the_documented_examples_work_on_a_fresh_service(api: Api) -> None
     assert refused.headers["content-type"] == PROBLEM_JSON and "x-request-id" in refused.headers
     documented = create["responses"][str(refused.status_code)]
     assert refused.json()["code"] in documented["content"][PROBLEM_JSON]["examples"]
-    assert refused.json()["code"] == "insufficient_capacity"
+    assert refused.json()["code"] == "admission_required"  # the story ends with the waiting room on
 
 
 def test_status_phrases_are_http_phrases(doc: dict[str, Any]) -> None:

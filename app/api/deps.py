@@ -105,7 +105,7 @@ class IdempotencyGuard:
         try:
             return await operation(outcome)
         except AppError as exc:
-            if exc.status_code < 500:
+            if exc.status_code < 500 and exc.replayable:
                 body = problem_body(exc.status_code, exc.code, exc.title, exc.detail, self._path, **exc.extra)
                 await idempotency.store(runtime.sessionmaker, outcome, exc.status_code, jsonable_encoder(body))
             else:
@@ -133,3 +133,14 @@ async def get_idempotency(
 
 
 Idempotency = Annotated[IdempotencyGuard, Depends(get_idempotency)]
+
+# A plain header parameter (no dependency to resolve): the service reads the pass only when an
+# event's waiting room asks for one.
+AdmissionToken = Annotated[
+    str | None,
+    Header(
+        alias="X-Admission-Token",
+        max_length=2048,
+        description="The admission token of the event's waiting room, while it is enabled (`/queue/{event_id}/join`)",
+    ),
+]

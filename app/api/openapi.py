@@ -18,6 +18,7 @@ TAGS = [
     {"name": "bookings", "description": "Your bookings: create, read, cancel, pay."},
     {"name": "availability", "description": "An event's seats, temporary holds, and a live feed of changes."},
     {"name": "waitlist", "description": "Wait for seats; book them when they are offered to you."},
+    {"name": "waiting room", "description": "Wait your turn for an event behind its waiting room."},
     {"name": "admin", "description": "Every booking, event, waitlist entry and the audit trail (`role=admin`)."},
     {"name": "payments", "description": "The payment provider's signed callback."},
     {"name": "system", "description": "Liveness, health, service information and metrics; open to all."},

@@ -9,6 +9,9 @@ class AppError(Exception):
     status_code = 500
     code = "internal_error"
     title = "Internal Server Error"
+    # Whether an Idempotency-Key's retry gets this refusal again. Not for refusals that the same
+    # request, sent again with other headers, can get past.
+    replayable = True
 
     def __init__(
         self,
@@ -66,6 +69,17 @@ class InsufficientCapacityError(ConflictError):
         super().__init__(f"Not enough seats available: {available} left", extra={"available": available})
 
 
+class TicketLimitExceededError(ConflictError):
+    code = "ticket_limit_exceeded"
+    title = "Ticket limit reached"
+
+    def __init__(self, limit: int, held: int) -> None:
+        super().__init__(
+            f"At most {limit} seats per buyer for this event; you already have {held}",
+            extra={"limit": limit, "held": held},
+        )
+
+
 class SalesClosedError(ConflictError):
     code = "sales_closed"
     title = "Sales closed"
@@ -111,3 +125,17 @@ class ServiceUnavailableError(AppError):
     status_code = 503
     code = "service_unavailable"
     title = "Service Unavailable"
+
+
+class AdmissionRequiredError(ForbiddenError):
+    code = "admission_required"
+    title = "Admission required"
+    replayable = False  # the same body with an admission token must go through
+
+    def __init__(self, event_id: int) -> None:
+        join_url = f"/api/v1/queue/{event_id}/join"
+        super().__init__(
+            f"Event {event_id} sells through its waiting room: join it at {join_url} and send the "
+            "admission token you are given as X-Admission-Token",
+            extra={"event_id": event_id, "join_url": join_url},
+        )

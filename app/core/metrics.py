@@ -60,6 +60,21 @@ OUTBOX_OLDEST_AGE = Gauge(
 OUTBOX_ERRORS = Counter("outbox_relay_errors_total", "Relay passes that failed")
 INBOUND_MESSAGES = Counter("inbound_messages_total", "Events-service messages", ["result"])
 CACHE_LOOKUPS = Counter("availability_cache_total", "Availability cache lookups", ["result"])
+WAITING_ROOM_WAITING = Gauge(
+    "waiting_room_waiting", "Buyers waiting in an event's line", ["event_id"], multiprocess_mode="livemostrecent"
+)
+WAITING_ROOM_ADMITTED = Counter("waiting_room_admitted_total", "Buyers admitted from a line", ["event_id"])
+WAITING_ROOM_ADMISSION_RATE = Gauge(
+    "waiting_room_admission_rate_per_minute",
+    "Measured admissions a minute of an event's line",
+    ["event_id"],
+    multiprocess_mode="livemostrecent",
+)
+WAITING_ROOM_WAIT = Histogram(
+    "waiting_room_wait_seconds",
+    "Time from joining a line to admission",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+)
 SSE_CLIENTS = Gauge("sse_clients", "Clients connected to availability streams", multiprocess_mode="livesum")
 HEALTH_STATUSES = ("healthy", "degraded", "unhealthy")
 HEALTH_STATUS = Gauge(

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, Integer, Numeric, String, func
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, Integer, Numeric, String, false, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
@@ -22,6 +22,9 @@ class EventAvailability(Base):
         CheckConstraint("reserved_capacity >= 0", name="reserved_non_negative"),
         CheckConstraint("confirmed_capacity >= 0", name="confirmed_non_negative"),
         CheckConstraint("price >= 0", name="price_non_negative"),
+        CheckConstraint("max_tickets_per_user >= 1", name="max_tickets_per_user_positive"),
+        CheckConstraint("waiting_room_admit_per_minute >= 1", name="waiting_room_rate_positive"),
+        CheckConstraint("waiting_room_admission_minutes >= 1", name="waiting_room_admission_positive"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -38,6 +41,15 @@ class EventAvailability(Base):
     starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_inbound_digest: Mapped[str | None] = mapped_column(String(64))
+    # Seats one buyer may hold or have bought for this event (app/services/buyer_limit.py); None: no limit.
+    max_tickets_per_user: Mapped[int | None] = mapped_column(Integer)
+    # The virtual waiting room (app/services/waiting_room.py): while enabled, new holds, bookings and
+    # waitlist entries need an admission. Changing it does not move `version`: it moves no seats.
+    waiting_room_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    waiting_room_admit_per_minute: Mapped[int] = mapped_column(Integer, nullable=False, default=60, server_default="60")
+    waiting_room_admission_minutes: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=10, server_default="10"
+    )
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     last_updated: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()

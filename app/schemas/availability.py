@@ -20,6 +20,7 @@ class EventAvailabilityRead(ORMModel):
     price: Money
     currency: str
     sales_open: bool
+    max_tickets_per_user: int | None
     starts_at: datetime | None
     ends_at: datetime | None
     version: int
@@ -35,6 +36,14 @@ class EventAvailabilityUpsert(BaseModel):
     currency: Text = Field("USD", pattern=r"^[A-Z]{3}$")
     starts_at: datetime | None = None
     ends_at: datetime | None = None
+    max_tickets_per_user: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        strict=True,
+        description="Seats one buyer may hold or have bought for this event (holds, bookings, waitlist offers); "
+        "null: no limit. A lower limit applies to new requests only.",
+    )
 
 
 class ReserveRequest(BaseModel):

@@ -42,7 +42,8 @@ from app.models.booking import Booking
 from app.models.enums import BookingStatus, PaymentStatus
 from app.models.event_availability import EventAvailability
 from app.schemas.booking import BookingRead
-from app.services import audit, idempotency, outbox
+from app.services import admission, audit, buyer_limit, idempotency, outbox
+from app.services.admission import AdmissionPass
 from app.services.audit import Actor
 from app.services.capacity import StaleVersion, note_hold_expiry, remember_event, run_locked
 from app.services.runtime import Runtime
@@ -111,6 +112,7 @@ class BookingRequest:
     payment_method: str | None = None
     notes: str | None = None
     claim: idempotency.Claim | None = None
+    admission: AdmissionPass | None = None
     # Taken from the submitting request's context: the batch runs in a task of its own.
     request_id: str | None = field(default_factory=audit.current_request_id)
     span_context: SpanContext | None = field(default_factory=tracing.current_span_context)  # to link its batch
@@ -227,17 +229,19 @@ class BookingBatcher:
             # (hot) event's row is locked only by the capacity UPDATE at the end, for the least time.
             read = read.with_for_update()
         events = {event.event_id: event for event in await session.scalars(read)}
+        now = clock.now()
+        buyers = [(request.event_id, request.user_id) for requests in by_event.values() for request in requests]
+        allowance = await buyer_limit.allowance_for(session, events.values(), buyers, now)
         outcomes: dict[int, Outcome] = {}
         accepted: list[tuple[BookingRequest, EventAvailability]] = []
         for event_id, requests in by_event.items():
             event = events.get(event_id)
-            for request, error in zip(requests, _allocate(event, event_id, requests), strict=True):
+            for request, error in zip(requests, _allocate(event, event_id, requests, allowance, now), strict=True):
                 if error is not None:
                     outcomes[id(request)] = error
                 elif event is not None:
                     accepted.append((request, event))
         if accepted:
-            now = clock.now()
             expires_at = now + timedelta(minutes=self._runtime.settings.booking_timeout_minutes)
             bookings = await _insert_bookings(session, accepted, now, expires_at)
             await _record(session, [request for request, _ in accepted], bookings, now)
@@ -249,7 +253,13 @@ class BookingBatcher:
         return outcomes
 
 
-def _allocate(event: EventAvailability | None, event_id: int, requests: list[BookingRequest]) -> list[AppError | None]:
+def _allocate(
+    event: EventAvailability | None,
+    event_id: int,
+    requests: list[BookingRequest],
+    allowance: buyer_limit.Allowance,
+    now: datetime,
+) -> list[AppError | None]:
     """Seats in arrival order; `None` marks a request that gets a booking."""
     if event is None:
         return [NotFoundError(f"Event {event_id} has no availability") for _ in requests]
@@ -259,14 +269,30 @@ def _allocate(event: EventAvailability | None, event_id: int, requests: list[Boo
     storable = most_seats_storable(event)
     errors: list[AppError | None] = []
     for request in requests:
-        if request.quantity > storable:  # its amount could not be stored: refused before the INSERT
-            errors.append(_amount_out_of_range(event, request.quantity))
-        elif request.quantity <= available:
+        error = _refusal(event, request, available, storable, allowance, now)
+        if error is None:
             available -= request.quantity
-            errors.append(None)
-        else:
-            errors.append(InsufficientCapacityError(available))
+        errors.append(error)
     return errors
+
+
+def _refusal(
+    event: EventAvailability,
+    request: BookingRequest,
+    available: int,
+    storable: int | float,
+    allowance: buyer_limit.Allowance,
+    now: datetime,
+) -> AppError | None:
+    """Why `request` gets no seats of `event` with `available` left; None when it gets them."""
+    not_admitted = event.waiting_room_enabled and admission.refusal(event, request.user_id, request.admission, now)
+    if not_admitted:
+        return not_admitted
+    if request.quantity > storable:  # its amount could not be stored: refused before the INSERT
+        return _amount_out_of_range(event, request.quantity)
+    if request.quantity > available:
+        return InsufficientCapacityError(available)
+    return allowance.refusal(event, request.user_id, request.quantity)  # last: it counts what it allows
 
 
 async def _insert_bookings(

@@ -17,7 +17,7 @@ from app.models.booking import Booking
 from app.models.enums import BookingStatus, PaymentStatus, ReservationStatus
 from app.models.reservation import Reservation
 from app.schemas.booking import BookingCreate, BookingRead
-from app.services import audit, idempotency, outbox, waitlist_offers
+from app.services import admission, audit, idempotency, outbox, waitlist_offers
 from app.services.audit import Actor
 from app.services.booking_batcher import BookingRequest, booking_amount, new_booking_reference
 from app.services.capacity import get_event, note_hold_expiry, run_locked, shift_seats
@@ -52,12 +52,19 @@ def check_quantity(runtime: Runtime, quantity: int) -> None:
 
 
 async def create_booking(
-    runtime: Runtime, principal: Principal, data: BookingCreate, claim: idempotency.Claim | None
+    runtime: Runtime,
+    principal: Principal,
+    data: BookingCreate,
+    claim: idempotency.Claim | None,
+    admission_token: str | None = None,
 ) -> BookingRead:
+    """A pending booking: of the caller's hold (its seats are already theirs), or of new seats
+    through the batcher (behind the event's waiting room, if enabled)."""
     check_quantity(runtime, data.quantity)
     if data.reservation_id is not None:
         return BookingRead.model_validate(await _book_reservation(runtime, principal, data, claim))
     request = BookingRequest(
+        admission=admission.read(runtime.settings, admission_token),
         actor=Actor.of(principal),
         user_id=principal.user_id,
         event_id=data.event_id,

@@ -45,11 +45,20 @@ async def get_event(session: AsyncSession, event_id: int, *, for_update: bool = 
     return event
 
 
-async def take_seats(session: AsyncSession, event_id: int, quantity: int) -> EventAvailability:
-    """Hold `quantity` open seats (available -> reserved), checked against the row's version."""
+async def take_seats(
+    session: AsyncSession,
+    event_id: int,
+    quantity: int,
+    *,
+    gate: Callable[[EventAvailability], Awaitable[None]] | None = None,
+) -> EventAvailability:
+    """Hold `quantity` open seats (available -> reserved), checked against the row's version.
+    `gate`, when given, may refuse the request on the event's current row first."""
     event = await get_event(session, event_id)
     if not event.sales_open:
         raise SalesClosedError(f"Sales for event {event_id} are closed")
+    if gate is not None:
+        await gate(event)
     if event.available_capacity < quantity:
         raise InsufficientCapacityError(event.available_capacity)
     updated = await session.scalar(

@@ -12,9 +12,10 @@ from app.core.clock import clock
 from app.core.errors import InvalidTransitionError, NotFoundError
 from app.core.security import Principal
 from app.models.enums import ReservationStatus
+from app.models.event_availability import EventAvailability
 from app.models.reservation import Reservation
 from app.schemas.availability import ReservationRead
-from app.services import audit, idempotency, outbox, waitlist_offers
+from app.services import admission, audit, buyer_limit, idempotency, outbox, waitlist_offers
 from app.services.audit import Actor
 from app.services.bookings import check_quantity
 from app.services.capacity import note_hold_expiry, run_locked, shift_seats, snapshot, take_seats
@@ -31,12 +32,19 @@ async def reserve(
     event_id: int,
     quantity: int,
     claim: idempotency.Claim | None,
+    admission_token: str | None = None,
 ) -> Reservation:
     check_quantity(runtime, quantity)
+    admission_pass = admission.read(runtime.settings, admission_token)
 
     async def operation(session: AsyncSession) -> Reservation:
         now = clock.now()
-        event = await take_seats(session, event_id, quantity)
+
+        async def may_hold(event: EventAvailability) -> None:
+            admission.require(event, principal.user_id, admission_pass, now)
+            await buyer_limit.check(session, event, principal.user_id, quantity, now)
+
+        event = await take_seats(session, event_id, quantity, gate=may_hold)
         hold = Reservation(
             user_id=principal.user_id,
             event_id=event_id,

@@ -20,6 +20,7 @@ from app.schemas.availability import EventAvailabilityRead
 from app.services.availability_cache import AvailabilityCache
 from app.services.availability_feed import AvailabilityFeed
 from app.services.stream_limits import StreamLimits
+from app.services.waiting_line import WaitingLine
 
 log = get_logger(__name__)
 
@@ -41,6 +42,7 @@ class Runtime:
     cache: AvailabilityCache = field(init=False)
     feed: AvailabilityFeed = field(init=False)
     streams: StreamLimits = field(init=False)
+    waiting_line: WaitingLine = field(init=False)
     batcher: BookingBatcher = field(init=False)
     outbox_listeners: list[Callable[[], None]] = field(default_factory=list)
 
@@ -52,6 +54,7 @@ class Runtime:
         self.cache = AvailabilityCache(self.redis, self.settings.availability_cache_ttl_seconds)
         self.feed = AvailabilityFeed(self.redis)
         self.streams = StreamLimits(self.settings, self.redis, self.revocations)
+        self.waiting_line = WaitingLine(self.redis)
 
     async def after_commit(self, session: AsyncSession) -> None:
         """Side effects of a committed transaction: wake the relay, refresh the cache and feed."""

@@ -18,7 +18,7 @@ from app.models.booking import Booking
 from app.models.enums import WaitlistStatus
 from app.models.waitlist import WaitlistEntry
 from app.schemas.waitlist import WaitlistAdminUpdate, WaitlistEntryRead, WaitlistJoin
-from app.services import audit, idempotency, outbox
+from app.services import admission, audit, buyer_limit, idempotency, outbox
 from app.services.audit import Actor
 from app.services.bookings import book_held_seats, booking_data, check_quantity
 from app.services.capacity import get_event, run_locked, shift_seats
@@ -40,16 +40,23 @@ class AlreadyWaitlistedError(ConflictError):
 
 
 async def join(
-    runtime: Runtime, principal: Principal, data: WaitlistJoin, claim: idempotency.Claim | None
+    runtime: Runtime,
+    principal: Principal,
+    data: WaitlistJoin,
+    claim: idempotency.Claim | None,
+    admission_token: str | None = None,
 ) -> WaitlistEntryRead:
     """Join the line; the answer carries the entry's position."""
     check_quantity(runtime, data.quantity)
+    admission_pass = admission.read(runtime.settings, admission_token)
 
     async def operation(session: AsyncSession) -> WaitlistEntryRead:
         now = clock.now()
         event = await get_event(session, data.event_id)
         if not event.sales_open:
             raise SalesClosedError(f"Sales for event {data.event_id} are closed")
+        admission.require(event, principal.user_id, admission_pass, now)
+        await buyer_limit.check(session, event, principal.user_id, data.quantity, now)
         if event.available_capacity >= data.quantity:
             raise SeatsAvailableError(f"{event.available_capacity} seats are available: book them instead")
         entry = WaitlistEntry(

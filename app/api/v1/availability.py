@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, status
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import CurrentUser, Idempotency, RuntimeDep
+from app.api.deps import AdmissionToken, CurrentUser, Idempotency, RuntimeDep
 from app.api.v1 import PREFIX, examples
 from app.api.v1.responses import (
     AUTHENTICATED,
     BODY,
+    FAIR_SALE,
     IDEMPOTENT,
     LOCKED,
     TOO_MANY,
@@ -42,6 +43,7 @@ PROBLEMS = {
         LOCKED,
         TOO_MANY,
         NOT_FOUND,
+        FAIR_SALE,
         Answer.of(SalesClosedError),
         Answer.of(InsufficientCapacityError),
     ),
@@ -108,12 +110,19 @@ async def get_availability(event_id: EventId, runtime: RuntimeDep, _user: Curren
     summary="Hold seats for a while (RESERVATION_TIMEOUT_MINUTES)",
 )
 async def reserve(
-    event_id: EventId, body: Annotated[ReserveRequest, Body(openapi_examples=examples.RESERVE)], guard: Idempotency
+    event_id: EventId,
+    body: Annotated[ReserveRequest, Body(openapi_examples=examples.RESERVE)],
+    guard: Idempotency,
+    admission_token: AdmissionToken = None,
 ) -> object:
     """Answers the hold's `id` and `expires_at`; book it with `createBooking`'s `reservation_id`
-    before then, or its seats return. Send `Idempotency-Key` to retry safely."""
+    before then, or its seats return. Past the event's `max_tickets_per_user`: 409
+    `ticket_limit_exceeded`; while its waiting room is enabled, send `X-Admission-Token` (403
+    `admission_required` without it). Send `Idempotency-Key` to retry safely."""
     return await guard.run(
-        lambda claim: reservations.reserve(guard.runtime, guard.principal, event_id, body.quantity, claim)
+        lambda claim: reservations.reserve(
+            guard.runtime, guard.principal, event_id, body.quantity, claim, admission_token
+        )
     )
 
 

@@ -4,11 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
 
-from app.api.deps import CurrentUser, Idempotency, RuntimeDep
+from app.api.deps import AdmissionToken, CurrentUser, Idempotency, RuntimeDep
 from app.api.v1 import PREFIX, examples
 from app.api.v1.responses import (
     AUTHENTICATED,
     BODY,
+    FAIR_SALE,
     IDEMPOTENT,
     LOCKED,
     TOO_MANY,
@@ -43,6 +44,7 @@ PROBLEMS = {
         LOCKED,
         TOO_MANY,
         NOT_FOUND,
+        FAIR_SALE,
         Answer.of(SalesClosedError),
         Answer.of(InsufficientCapacityError),
         Answer.of(ConflictError),  # the reservation has expired or was used
@@ -77,13 +79,20 @@ PROBLEMS = {
     summary="Create a pending booking",
 )
 async def create_booking(
-    body: Annotated[BookingCreate, Body(openapi_examples=examples.CREATE_BOOKING)], guard: Idempotency
+    body: Annotated[BookingCreate, Body(openapi_examples=examples.CREATE_BOOKING)],
+    guard: Idempotency,
+    admission_token: AdmissionToken = None,
 ) -> Response:
     """Takes seats from the event, or from your hold `reservation_id` (then `quantity` must equal the
     hold's). The booking keeps them until `expires_at` (BOOKING_TIMEOUT_MINUTES); pay it with
     `startPayment`, or it expires and the seats return. Not enough seats: 409 `insufficient_capacity`
-    with `available`. Send `Idempotency-Key` to retry safely."""
-    booking = await guard.run(lambda claim: bookings.create_booking(guard.runtime, guard.principal, body, claim))
+    with `available`; past the event's `max_tickets_per_user`: 409 `ticket_limit_exceeded`. While the
+    event's waiting room is enabled, booking new seats needs `X-Admission-Token` (403
+    `admission_required` without it); booking your own hold does not. Send `Idempotency-Key` to retry
+    safely."""
+    booking = await guard.run(
+        lambda claim: bookings.create_booking(guard.runtime, guard.principal, body, claim, admission_token)
+    )
     return located(rendered(booking, status.HTTP_201_CREATED), router.prefix)
 
 

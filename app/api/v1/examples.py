@@ -3,7 +3,7 @@ sent in this order (tests/test_openapi.py sends them): an admin puts event 1 on 
 user holds 2 seats (hold 1), books them (booking 1), books the other 2 (booking 2); another user
 joins the waitlist (entry 1), which an admin moves up; booking 1 is paid (the webhook carries the
 `payment_reference` that starting the payment answered), then refunded, which offers its seats to
-entry 1; an admin confirms booking 2 by hand."""
+entry 1; an admin confirms booking 2 by hand; last, an admin puts event 1 behind a waiting room."""
 
 from __future__ import annotations
 
@@ -49,3 +49,8 @@ JOIN_WAITLIST = example("Wait for two seats", {"event_id": 1, "quantity": 2})
 UPDATE_WAITLIST_ENTRY = example("Move an entry up", {"priority": 10, "reason": "Accessibility needs"})
 CONFIRM_BOOKING = example("Confirm a box-office payment", {"note": "Paid at the box office"})
 REFUND_BOOKING = example("Refund on request", {"reason": "Customer request"})
+CONFIGURE_WAITING_ROOM = example(
+    "Meter the buyers",
+    {"enabled": True, "admit_per_minute": 600, "admission_minutes": 10},
+    "Lets 600 buyers a minute into the sale, each for 10 minutes.",
+)

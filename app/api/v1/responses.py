@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from app.api.problems import PROBLEM_JSON, problem_body
 from app.core.errors import (
+    AdmissionRequiredError,
     AppError,
     BadRequestError,
     ForbiddenError,
@@ -26,6 +27,7 @@ from app.core.errors import (
     IdempotencyMismatchError,
     RateLimitedError,
     ServiceUnavailableError,
+    TicketLimitExceededError,
     UnauthorizedError,
     VersionConflictError,
 )
@@ -82,6 +84,8 @@ IDEMPOTENT = (Answer.of(IdempotencyInProgressError), Answer.of(IdempotencyMismat
 # A change under the event's lock (app/services/capacity.py run_locked, app/db/lock.py).
 LOCKED = (Answer.of(VersionConflictError), Answer.of(LockTimeoutError))
 TOO_MANY = Answer.of(BadRequestError)  # quantity above MAX_TICKETS_PER_BOOKING
+# New seats of an event: its waiting room and its per-buyer limit (app/services/admission.py, buyer_limit.py).
+FAIR_SALE = (Answer.of(AdmissionRequiredError), Answer.of(TicketLimitExceededError))
 
 
 def transition(code: str) -> Answer:

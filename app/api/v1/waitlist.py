@@ -4,11 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
 
-from app.api.deps import CurrentUser, Idempotency, RuntimeDep, SessionDep
+from app.api.deps import AdmissionToken, CurrentUser, Idempotency, RuntimeDep, SessionDep
 from app.api.v1 import PREFIX, examples
 from app.api.v1.responses import (
     AUTHENTICATED,
     BODY,
+    FAIR_SALE,
     IDEMPOTENT,
     LOCKED,
     TOO_MANY,
@@ -45,6 +46,7 @@ PROBLEMS = {
         LOCKED,
         TOO_MANY,
         NOT_FOUND,
+        FAIR_SALE,
         Answer.of(SalesClosedError),
         Answer.of(SeatsAvailableError),
         Answer.of(AlreadyWaitlistedError),
@@ -75,12 +77,18 @@ PROBLEMS = {
     summary="Join an event's waitlist (only when not enough seats are open)",
 )
 async def join(
-    body: Annotated[WaitlistJoin, Body(openapi_examples=examples.JOIN_WAITLIST)], guard: Idempotency
+    body: Annotated[WaitlistJoin, Body(openapi_examples=examples.JOIN_WAITLIST)],
+    guard: Idempotency,
+    admission_token: AdmissionToken = None,
 ) -> object:
     """When seats free up they are offered to the first entries that fit (status `notified`, until
-    `expires_at`); book them with `bookWaitlistOffer`. Enough seats open: 409 `seats_available`.
-    Send `Idempotency-Key` to retry safely."""
-    return await guard.run(lambda claim: waitlist.join(guard.runtime, guard.principal, body, claim))
+    `expires_at`); book them with `bookWaitlistOffer`. Enough seats open: 409 `seats_available`;
+    past the event's `max_tickets_per_user`: 409 `ticket_limit_exceeded`; while its waiting room is
+    enabled, send `X-Admission-Token` (403 `admission_required` without it). Send `Idempotency-Key`
+    to retry safely."""
+    return await guard.run(
+        lambda claim: waitlist.join(guard.runtime, guard.principal, body, claim, admission_token)
+    )
 
 
 @router.get(
