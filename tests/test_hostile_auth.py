@@ -50,7 +50,7 @@ async def test_malformed_signature_timestamps_are_401(api: Api, db: AsyncConnect
     response = await api.client.post(
         "/api/v1/payments/webhook",
         content=body,
-        headers={"Evently-Signature": header, "content-type": "application/json"},
+        headers={b"Evently-Signature": header, b"content-type": b"application/json"},
     )
     assert response.status_code == 401, response.text
     assert response.json()["code"] == "invalid_signature"
@@ -60,7 +60,7 @@ async def test_malformed_signature_timestamps_are_401(api: Api, db: AsyncConnect
 @pytest.mark.parametrize("signature", ["é" * 64, "00", "z" * 64, ""])
 async def test_malformed_signature_digests_are_401(api: Api, signature: str) -> None:
     header = _header_bytes(f"t={int(time.time())},v1={signature}")
-    response = await api.client.post("/api/v1/payments/webhook", content=b"{}", headers={"Evently-Signature": header})
+    response = await api.client.post("/api/v1/payments/webhook", content=b"{}", headers={b"Evently-Signature": header})
     assert response.status_code == 401 and response.json()["code"] == "invalid_signature"
 
 
