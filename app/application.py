@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import problems, system
+from app.api import openapi_settings, problems, routing, system
 from app.api.deps import get_principal, limit_writes
 from app.api.middleware import RequestContextMiddleware
 from app.api.v1 import admin, availability, bookings, payments, waitlist
@@ -97,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     problems.register(app)
+    routing.install(app)
+    openapi_settings.install(app, settings)
     app.include_router(system.router)
     guards = [Depends(get_principal)]
     if settings.rate_limit_per_minute:  # every dependency costs on every request: none when the limit is off

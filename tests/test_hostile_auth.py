@@ -39,8 +39,20 @@ def _header_bytes(text: str) -> bytes:
 @pytest.mark.parametrize(
     "timestamp",
     ["²", "¹²³", "9" * 5000, "١٢٣", " 123", "+123", "-123", "1_000", "0x10", "1e3", "", "1234567890123"],
-    ids=["superscript", "superscripts", "5000-digits", "arabic-indic", "space", "plus", "minus", "underscore",
-         "hex", "exponent", "empty", "13-digits"],
+    ids=[
+        "superscript",
+        "superscripts",
+        "5000-digits",
+        "arabic-indic",
+        "space",
+        "plus",
+        "minus",
+        "underscore",
+        "hex",
+        "exponent",
+        "empty",
+        "13-digits",
+    ],
 )
 async def test_malformed_signature_timestamps_are_401(api: Api, db: AsyncConnection, timestamp: str) -> None:
     await api.create_event(1, capacity=5)

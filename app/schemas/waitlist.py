@@ -9,8 +9,8 @@ from app.schemas.common import ORMModel, Text
 
 
 class WaitlistJoin(BaseModel):
-    event_id: int = Field(ge=1, le=2**63 - 1)
-    quantity: int = Field(ge=1, description="Tickets wanted; at most MAX_TICKETS_PER_BOOKING")
+    event_id: int = Field(strict=True, ge=1, le=2**63 - 1)
+    quantity: int = Field(strict=True, ge=1, description="Tickets wanted; at most MAX_TICKETS_PER_BOOKING")
 
 
 class WaitlistEntryRead(ORMModel):
@@ -34,6 +34,6 @@ class WaitlistEntryRead(ORMModel):
 
 
 class WaitlistAdminUpdate(BaseModel):
-    priority: int | None = Field(None, ge=0, le=1_000_000)
-    remove: bool = False
+    priority: int | None = Field(None, strict=True, ge=0, le=1_000_000)
+    remove: bool = Field(False, strict=True)
     reason: Text | None = Field(None, max_length=500)
