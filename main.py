@@ -22,7 +22,7 @@ def main() -> None:
         app,
         factory=settings.workers > 1,
         workers=settings.workers,
-        host=settings.host,
+        host=settings.bind_host,
         port=settings.port,
         log_config=None,
         access_log=False,

@@ -56,6 +56,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()
     log.info("service_started", environment=settings.environment.value, version=__version__)
+    if settings.uses_development_jwt_secret:
+        log.warning(
+            "development_jwt_secret_in_use",
+            detail="JWT_SECRET is the public development secret: anyone can sign tokens; set JWT_SECRET",
+        )
     try:
         yield
     finally:
