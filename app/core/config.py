@@ -105,6 +105,8 @@ class Settings(BaseSettings):
 
     rate_limit_per_minute: int = Field(0, ge=0)
     max_body_bytes: int = Field(65_536, ge=1024)
+    max_header_bytes: int = Field(16_384, ge=1024)
+    request_head_timeout_seconds: float = Field(10.0, gt=0)
     shutdown_timeout_seconds: float = Field(20.0, gt=0)
     background_tasks_enabled: bool = True
 
