@@ -125,12 +125,14 @@ BAD_TOKENS = {
 }
 
 
-@pytest.mark.parametrize("token", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
-async def test_tokens_the_service_cannot_read_are_401(api: Api, token: str) -> None:
-    response = await api.client.get(URL, headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 401, response.text
-    assert response.json()["code"] == "invalid_token"
-    assert response.headers["WWW-Authenticate"] == "Bearer"
+async def test_tokens_the_service_cannot_read_are_401(api: Api) -> None:
+    wrong = {}
+    for name, token in BAD_TOKENS.items():
+        response = await api.client.get(URL, headers={"Authorization": f"Bearer {token}"})
+        answer = (response.status_code, response.json().get("code"), response.headers.get("WWW-Authenticate"))
+        if answer != (401, "invalid_token", "Bearer"):
+            wrong[name] = answer
+    assert not wrong
 
 
 GOOD_TOKENS = {
@@ -144,7 +146,9 @@ GOOD_TOKENS = {
 }
 
 
-@pytest.mark.parametrize("token", GOOD_TOKENS.values(), ids=GOOD_TOKENS.keys())
-async def test_well_formed_tokens_still_work(api: Api, token: str) -> None:
-    response = await api.client.get(URL, headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 200, response.text
+async def test_well_formed_tokens_still_work(api: Api) -> None:
+    statuses = {
+        name: (await api.client.get(URL, headers={"Authorization": f"Bearer {token}"})).status_code
+        for name, token in GOOD_TOKENS.items()
+    }
+    assert statuses == dict.fromkeys(GOOD_TOKENS, 200)
