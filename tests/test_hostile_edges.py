@@ -99,6 +99,8 @@ async def test_admin_integers_are_strict(api: Api) -> None:
     body = {"event_name": "E", "total_capacity": "5", "price": "1.00", "currency": "USD"}
     _is_validation_error(await api.client.put("/api/v1/admin/availability/1", json=body, headers=api.admin()))
     _is_validation_error(await api.client.put("/api/v1/admin/waitlist/1", json={"priority": True}, headers=api.admin()))
+    nothing = await api.client.put("/api/v1/admin/waitlist/1", json={"reason": "no change"}, headers=api.admin())
+    _is_validation_error(nothing)  # documented in the schema: a priority or remove=true
     for starts_at in (1700000000, "1700000000", 0.5):
         timed = {**body, "total_capacity": 5, "starts_at": starts_at}
         _is_validation_error(await api.client.put("/api/v1/admin/availability/1", json=timed, headers=api.admin()))
