@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 T = TypeVar("T")
 
@@ -28,8 +28,12 @@ def _printable(value: str) -> str:
     return value
 
 
+def _documents_no_nul(schema: dict[str, Any]) -> None:
+    schema.setdefault("pattern", r"^[^\u0000]*$")  # a field's own pattern already says more
+
+
 # Every free-text field of a request body.
-Text = Annotated[str, AfterValidator(_printable)]
+Text = Annotated[str, AfterValidator(_printable), Field(json_schema_extra=_documents_no_nul)]
 MAX_PAGE_SIZE = 100
 MAX_OFFSET = 1_000_000_000
 

@@ -37,7 +37,10 @@ class WaitlistAdminUpdate(BaseModel):
     # Documented as well as checked: a change needs a new priority or `remove: true`.
     model_config = ConfigDict(
         json_schema_extra={
-            "anyOf": [{"required": ["priority"]}, {"required": ["remove"], "properties": {"remove": {"const": True}}}]
+            "anyOf": [
+                {"required": ["priority"], "properties": {"priority": {"type": "integer"}}},
+                {"required": ["remove"], "properties": {"remove": {"const": True}}},
+            ]
         }
     )
 
