@@ -72,6 +72,14 @@ def test_many_headers_add_up(service: ServiceProcess) -> None:
     assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:200]
 
 
+def test_long_request_line_is_refused(service: ServiceProcess) -> None:
+    with _connect(service) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"GET /health?q=" + b"a" * 40_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = _read_all(sock)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+
+
 def test_half_sent_head_is_cut_off(service: ServiceProcess) -> None:
     with _connect(service) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
