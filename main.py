@@ -1,15 +1,19 @@
 """Run the service: `python main.py` (settings from the environment, `.env` or Zero)."""
 
+import asyncio
 import atexit
+import functools
 import os
 import shutil
 import tempfile
+from typing import cast
 
 import uvicorn
 
+from app.api.request_heads import HeadLimitedProtocol
 from app.application import create_app
 from app.core import metrics
-from app.core.config import load_settings
+from app.core.config import Settings, load_settings
 
 
 def main() -> None:
@@ -22,13 +26,25 @@ def main() -> None:
         app,
         factory=settings.workers > 1,
         workers=settings.workers,
-        host=settings.host,
+        host=settings.bind_host,
         port=settings.port,
         log_config=None,
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+        http=head_limited_http(settings),
     )
+
+
+def head_limited_http(settings: Settings) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the request-head bounds. A partial of a module-level class,
+    not a class made here: with several workers uvicorn pickles it into each worker process."""
+    protocol = functools.partial(
+        HeadLimitedProtocol,
+        max_head_bytes=settings.max_header_bytes,
+        head_timeout=settings.request_head_timeout_seconds,
+    )
+    return cast("type[asyncio.Protocol]", protocol)  # uvicorn only calls it, as it would a class
 
 
 def share_metrics_between_workers() -> None:

@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.api import openapi, problems, system
+from app.api import openapi, openapi_settings, problems, routing, system
 from app.api.deps import get_principal, limit_writes
 from app.api.middleware import RequestContextMiddleware
 from app.api.v1 import admin, availability, bookings, payments, queue, waitlist
@@ -63,6 +63,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()
     log.info("service_started", environment=settings.environment.value, version=__version__)
+    if settings.uses_development_jwt_secret:
+        log.warning(
+            "development_jwt_secret_in_use",
+            detail="JWT_SECRET is the public development secret: anyone can sign tokens; set JWT_SECRET",
+        )
     try:
         # Live streams end as soon as a stop is asked for, not when the graceful timeout runs out.
         with on_exit_signal(runtime.feed.close):
@@ -113,6 +118,8 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
     openapi.install(app)
     app.state.tracer_provider = tracer_provider
     problems.register(app)
+    routing.install(app)
+    openapi_settings.install(app, settings)
     app.include_router(system.router)
     guards = [Depends(get_principal)]
     if settings.rate_limit_per_minute:  # every dependency costs on every request: none when the limit is off

@@ -86,7 +86,8 @@ def test_bad_setting_stops_startup_with_one_line(
 
 
 def test_production_accepts_a_strong_secret(clean_env: pytest.MonkeyPatch) -> None:
-    for name, value in {**BASE_ENV, "ENVIRONMENT": "production", "JWT_SECRET": "s" * 48}.items():
+    strong = {"JWT_SECRET": "s" * 48, "PAYMENT_WEBHOOK_SECRET": "w" * 32}
+    for name, value in {**BASE_ENV, "ENVIRONMENT": "production", **strong}.items():
         clean_env.setenv(name, value)
     assert load_settings().environment is Environment.PRODUCTION
 

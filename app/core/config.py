@@ -41,7 +41,8 @@ class Settings(BaseSettings):
 
     service_name: str = "evently-bookings"
     environment: Environment = Environment.DEVELOPMENT
-    host: str = "0.0.0.0"
+    # None: 127.0.0.1 in development (the development secrets are public), all interfaces in production.
+    host: str | None = None
     port: int = Field(8002, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
@@ -115,6 +116,8 @@ class Settings(BaseSettings):
 
     rate_limit_per_minute: int = Field(0, ge=0)
     max_body_bytes: int = Field(65_536, ge=1024)
+    max_header_bytes: int = Field(16_384, ge=1024)
+    request_head_timeout_seconds: float = Field(10.0, gt=0)
     shutdown_timeout_seconds: float = Field(20.0, gt=0)
     background_tasks_enabled: bool = True
 
@@ -147,17 +150,34 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
+        if not self.jwt_secret.get_secret_value():
+            raise ValueError("JWT_SECRET must not be empty")
         if self.environment is Environment.PRODUCTION:
             secret = self.jwt_secret.get_secret_value()
             if secret == DEVELOPMENT_JWT_SECRET or len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
                 raise ValueError(
                     f"JWT_SECRET must be set to at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production"
                 )
+            if len(self.payment_webhook_secret.get_secret_value()) < MIN_PRODUCTION_SECRET_LENGTH:
+                raise ValueError(
+                    f"PAYMENT_WEBHOOK_SECRET must be set to at least {MIN_PRODUCTION_SECRET_LENGTH} characters"
+                    " in production"
+                )
         if not self.database_url and not self.db_host:
             raise ValueError("DATABASE_URL or DB_HOST must be set")
         if not self.redis_url and not self.redis_host:
             raise ValueError("REDIS_URL or REDIS_HOST must be set")
         return self
+
+    @property
+    def bind_host(self) -> str:
+        if self.host:
+            return self.host
+        return "127.0.0.1" if self.environment is Environment.DEVELOPMENT else "0.0.0.0"
+
+    @property
+    def uses_development_jwt_secret(self) -> bool:
+        return self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
 
     @property
     def sqlalchemy_database_url(self) -> str:

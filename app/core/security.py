@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -61,37 +62,70 @@ class TokenVerifier:
         return principal
 
 
+# 9999-12-31T23:59:59Z: a later time cannot be a datetime, so no real token carries one.
+MAX_NUMERIC_DATE = 253_402_300_799
+# How far the auth service's clock may run ahead of ours (`iat`, `nbf`).
+CLOCK_SKEW_SECONDS = 60
+MAX_USER_ID = 2**63 - 1  # a PostgreSQL bigint
+USER_ID_DIGITS = re.compile(r"[0-9]{1,19}")
+# Signature and algorithm only: jose's own time checks call int() on any JSON value (null, a list,
+# Infinity) and raise what it does not catch; the claims are checked strictly here instead.
+JOSE_OPTIONS = {"verify_aud": False, "verify_exp": False, "verify_nbf": False, "verify_iat": False}
+
+
 def _decode(token: str, settings: Settings) -> tuple[Principal, float]:
-    """Verify signature, algorithm and expiry; the principal and the token's expiry."""
+    """Verify signature, algorithm and claims; the principal and the token's expiry."""
     try:
         claims = jwt.decode(
-            token,
-            settings.jwt_secret.get_secret_value(),
-            algorithms=[settings.jwt_algorithm],
-            options={"require_exp": True, "verify_aud": False},
+            token, settings.jwt_secret.get_secret_value(), algorithms=[settings.jwt_algorithm], options=JOSE_OPTIONS
         )
-    except JWTError as exc:
+    except (JWTError, RecursionError) as exc:  # a deeply nested header or payload overflows json's parser
         raise UnauthorizedError("The access token is invalid or expired", code="invalid_token") from exc
     if claims.get("type", "access") != "access":
         raise UnauthorizedError("Only access tokens are accepted", code="invalid_token")
+    expires = _check_times(claims, time.time())
     principal = Principal(
         user_id=_user_id(claims),
         role=_role(claims),
         email=claims.get("email") if isinstance(claims.get("email"), str) else None,
         jti=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
     )
-    return principal, float(claims["exp"])
+    return principal, expires
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """A NumericDate claim: absent, or a finite JSON number up to the year 9999."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_NUMERIC_DATE:
+        raise UnauthorizedError(f"The token's {name} claim is not a valid time", code="invalid_token")
+    return float(value)
+
+
+def _check_times(claims: dict[str, Any], now: float) -> float:
+    """`exp` is required and in the future; `nbf` passed and `iat` not ahead (within the clock skew)."""
+    expires = _numeric_date(claims, "exp")
+    not_before = _numeric_date(claims, "nbf")
+    issued = _numeric_date(claims, "iat")
+    if expires is None or expires <= now:
+        raise UnauthorizedError("The access token is invalid or expired", code="invalid_token")
+    if not_before is not None and not_before > now + CLOCK_SKEW_SECONDS:
+        raise UnauthorizedError("The access token is not valid yet", code="invalid_token")
+    if issued is not None and issued > now + CLOCK_SKEW_SECONDS:
+        raise UnauthorizedError("The access token was issued in the future", code="invalid_token")
+    return expires
 
 
 def _user_id(claims: dict[str, Any]) -> int:
+    """`user_id` (or `sub`): a positive integer that fits a bigint, as a JSON integer or ASCII digits."""
     raw = claims.get("user_id", claims.get("sub"))
-    if isinstance(raw, bool):
-        raw = None
-    try:
-        user_id = int(raw) if raw is not None else 0
-    except (TypeError, ValueError):
-        user_id = 0
-    if user_id <= 0:
+    user_id = 0
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        user_id = raw
+    elif isinstance(raw, str) and USER_ID_DIGITS.fullmatch(raw):
+        user_id = int(raw)
+    if not 0 < user_id <= MAX_USER_ID:
         raise UnauthorizedError("The token names no valid user", code="invalid_token")
     return user_id
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 from pydantic import BaseModel, Field
 
 from app.models.enums import ReservationStatus
-from app.schemas.common import Money, ORMModel, Text, money_sent
+from app.schemas.common import IsoDateTime, Money, ORMModel, Text, money_sent
 
 
 class EventAvailabilityRead(ORMModel):
@@ -31,11 +31,11 @@ class EventAvailabilityRead(ORMModel):
 
 class EventAvailabilityUpsert(BaseModel):
     event_name: Text = Field(min_length=1, max_length=255)
-    total_capacity: int = Field(ge=0, le=10_000_000)
+    total_capacity: int = Field(strict=True, ge=0, le=10_000_000)
     price: Decimal = Field(ge=0, le=Decimal("9999999999.99"), decimal_places=2, json_schema_extra=money_sent)
     currency: Text = Field("USD", pattern=r"^[A-Z]{3}$")
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    starts_at: IsoDateTime | None = None
+    ends_at: IsoDateTime | None = None
     max_tickets_per_user: int | None = Field(
         None,
         ge=1,
@@ -47,7 +47,7 @@ class EventAvailabilityUpsert(BaseModel):
 
 
 class ReserveRequest(BaseModel):
-    quantity: int = Field(ge=1, description="Seats to hold; at most MAX_TICKETS_PER_BOOKING")
+    quantity: int = Field(strict=True, ge=1, description="Seats to hold; at most MAX_TICKETS_PER_BOOKING")
 
 
 class ReservationRead(ORMModel):

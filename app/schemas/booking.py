@@ -9,9 +9,9 @@ from app.schemas.common import Money, ORMModel, Text
 
 
 class BookingCreate(BaseModel):
-    event_id: int = Field(ge=1, le=2**63 - 1)
-    quantity: int = Field(ge=1, description="Tickets; at most MAX_TICKETS_PER_BOOKING")
-    reservation_id: int | None = Field(None, ge=1, le=2**63 - 1)
+    event_id: int = Field(strict=True, ge=1, le=2**63 - 1)
+    quantity: int = Field(strict=True, ge=1, description="Tickets; at most MAX_TICKETS_PER_BOOKING")
+    reservation_id: int | None = Field(None, strict=True, ge=1, le=2**63 - 1)
     payment_method: Text | None = Field(None, min_length=1, max_length=32)
     notes: Text | None = Field(None, max_length=1000)
 

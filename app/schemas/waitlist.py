@@ -2,15 +2,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.models.enums import WaitlistStatus
 from app.schemas.common import ORMModel, Text
 
 
 class WaitlistJoin(BaseModel):
-    event_id: int = Field(ge=1, le=2**63 - 1)
-    quantity: int = Field(ge=1, description="Tickets wanted; at most MAX_TICKETS_PER_BOOKING")
+    event_id: int = Field(strict=True, ge=1, le=2**63 - 1)
+    quantity: int = Field(strict=True, ge=1, description="Tickets wanted; at most MAX_TICKETS_PER_BOOKING")
 
 
 class WaitlistEntryRead(ORMModel):
@@ -34,6 +34,22 @@ class WaitlistEntryRead(ORMModel):
 
 
 class WaitlistAdminUpdate(BaseModel):
-    priority: int | None = Field(None, ge=0, le=1_000_000)
-    remove: bool = False
+    # Documented as well as checked: a change needs a new priority or `remove: true`.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["priority"], "properties": {"priority": {"type": "integer"}}},
+                {"required": ["remove"], "properties": {"remove": {"const": True}}},
+            ]
+        }
+    )
+
+    priority: int | None = Field(None, strict=True, ge=0, le=1_000_000)
+    remove: bool = Field(False, strict=True)
     reason: Text | None = Field(None, max_length=500)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> WaitlistAdminUpdate:
+        if self.priority is None and not self.remove:
+            raise ValueError("give a new priority, or remove=true")
+        return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from app.services.runtime import Runtime
 
 log = get_logger(__name__)
 PROVIDER = Actor.payment_provider()
+# ASCII only: str.isdigit() and int() also take "²" or "١٢٣"; hmac.compare_digest refuses non-ASCII text.
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class SignatureError(UnauthorizedError):
@@ -47,12 +51,12 @@ def verify_signature(header: str | None, body: bytes, secret: str, tolerance: in
         raise SignatureError("Webhooks are not configured (PAYMENT_WEBHOOK_SECRET is empty)")
     parts = dict(item.split("=", 1) for item in (header or "").split(",") if "=" in item)
     timestamp, signature = parts.get("t", ""), parts.get("v1", "")
-    if not timestamp.isdigit() or not signature:
+    if not TIMESTAMP.fullmatch(timestamp) or not HEX_DIGEST.fullmatch(signature):
         raise SignatureError("Missing or malformed Evently-Signature header")
     if abs((now if now is not None else time.time()) - int(timestamp)) > tolerance:
         raise SignatureError("The signature timestamp is too old or in the future", code="stale_signature")
     expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(expected, signature.lower()):
         raise SignatureError("The signature does not match the body")
 
 

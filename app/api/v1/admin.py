@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query
@@ -21,7 +20,7 @@ from app.schemas.admin import (
 )
 from app.schemas.availability import EventAvailabilityRead, EventAvailabilityUpsert
 from app.schemas.booking import BookingRead
-from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
+from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, IsoDateTime, Page
 from app.schemas.waitlist import WaitlistAdminUpdate, WaitlistEntryRead
 from app.services import audit, availability, bookings, waitlist
 from app.services.audit import Actor, AuditFilter
@@ -34,8 +33,8 @@ Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 OptionalId = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
-From = Annotated[datetime | None, Query(description="At or after this time (ISO 8601)")]
-Before = Annotated[datetime | None, Query(description="Strictly before this time (ISO 8601)")]
+From = Annotated[IsoDateTime | None, Query(description="At or after this time (ISO 8601)")]
+Before = Annotated[IsoDateTime | None, Query(description="Strictly before this time (ISO 8601)")]
 
 # The problems each operation answers, from what app/services/bookings.py, availability.py,
 # waitlist.py and audit.py raise.
