@@ -51,7 +51,7 @@ class ToolSettings(BaseSettings):
     model_config = Settings.model_config
 
     environment: Environment = _as_service("environment")
-    host: str = _as_service("host")
+    host: str | None = _as_service("host")
     log_level: str = _as_service("log_level")
     port: int = _as_service("port")
     jwt_secret: SecretStr = _as_service("jwt_secret")
@@ -85,7 +85,7 @@ class ToolSettings(BaseSettings):
     @property
     def local_url(self) -> str:
         """The service's base URL as reached from this machine."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = "127.0.0.1" if self.host in (None, "0.0.0.0", "::", "") else self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
 

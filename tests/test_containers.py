@@ -29,7 +29,7 @@ from tests import tools
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements.lock"
-COMPOSE_ENV = {"JWT_SECRET": "j" * 40}
+COMPOSE_ENV = {"JWT_SECRET": "j" * 40, "PAYMENT_WEBHOOK_SECRET": "w" * 40}
 
 
 def hadolint() -> str:
@@ -110,7 +110,11 @@ def test_lock_pins_every_requirement_with_hashes() -> None:
 
 def compose_config(**environ: str) -> subprocess.CompletedProcess[str]:
     command = [*tools.compose(), "-f", str(ROOT / "docker-compose.yml"), "config"]
-    clean = {name: value for name, value in os.environ.items() if name not in {"JWT_SECRET", "COMPOSE_PROFILES"}}
+    clean = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"JWT_SECRET", "PAYMENT_WEBHOOK_SECRET", "COMPOSE_PROFILES"}
+    }
     return subprocess.run(command, env={**clean, **environ}, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
@@ -187,8 +191,8 @@ def test_settings_read_secret_files(secrets_dir: Path, monkeypatch: pytest.Monke
     """As compose and Kubernetes mount secrets: one file per setting, named after it."""
     (secrets_dir / "jwt_secret").write_text("s" * 40 + "\n")
     (secrets_dir / "db_password").write_text("from-a-file")
-    (secrets_dir / "payment_webhook_secret").write_text("whsec_file")
-    monkeypatch.setenv("PAYMENT_WEBHOOK_SECRET", "whsec_env")
+    (secrets_dir / "payment_webhook_secret").write_text("whsec_file_" + "f" * 32)
+    monkeypatch.setenv("PAYMENT_WEBHOOK_SECRET", "whsec_env_" + "e" * 32)
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         environment="production",
@@ -197,7 +201,7 @@ def test_settings_read_secret_files(secrets_dir: Path, monkeypatch: pytest.Monke
     )
     assert settings.jwt_secret.get_secret_value() == "s" * 40
     assert settings.db_password.get_secret_value() == "from-a-file"
-    assert settings.payment_webhook_secret.get_secret_value() == "whsec_env", "the environment wins over a file"
+    assert settings.payment_webhook_secret.get_secret_value() == "whsec_env_" + "e" * 32, "the environment wins"
 
 
 def test_no_secrets_directory_no_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
