@@ -6,7 +6,7 @@ RUN_DEPS := $(VENV)/.run-deps
 DEV_DEPS := $(VENV)/.dev-deps
 PYTEST_ARGS ?=
 
-.PHONY: run test test-long lint typecheck migrate bench bench-spread bench-pg clean
+.PHONY: run test test-long test-ha lint typecheck migrate bench bench-spread bench-pg clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,15 @@ run: $(RUN_DEPS)
 
 ## Lint, type-check and run the test suite (embedded servers when none answers).
 test: lint typecheck
-	$(PY) -m pytest -m "not long" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not long and not ha" $(PYTEST_ARGS)
 
 ## The minute-long multi-instance load and the API fuzz run.
 test-long: $(DEV_DEPS)
 	$(PY) -m pytest -m long $(PYTEST_ARGS)
+
+## Sentinel, Cluster and Patroni failover on throwaway loopback servers (installs etcd and Patroni).
+test-ha: $(DEV_DEPS)
+	$(PY) -m pytest -m ha -s $(PYTEST_ARGS)
 
 lint: $(DEV_DEPS)
 	$(PY) -m ruff check .

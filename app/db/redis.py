@@ -1,14 +1,22 @@
-"""One Redis client for the service, guarded by a circuit breaker."""
+"""One Redis client for the service, guarded by a circuit breaker.
+
+The client speaks to one server (`REDIS_URL`), to the primary Sentinel names (`REDIS_SENTINELS`),
+or to a Redis Cluster (`REDIS_CLUSTER_NODES`): `build_redis_client` is the one place that knows.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -39,17 +47,92 @@ def _report_circuit(opened: bool) -> None:
         log.info("redis_circuit_closed")
 
 
+def build_redis_client(settings: Settings, *, subscriber: bool = False) -> Redis:
+    """The client for the configured topology. A `subscriber` client has no read timeout (it
+    waits for messages) and keeps its socket alive instead.
+
+    A RedisCluster is typed as a Redis: it answers every command the service sends, and callers
+    need not know which topology runs.
+    """
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_socket_timeout_seconds,
+        "decode_responses": False,
+    }
+    if subscriber:
+        options |= {"socket_keepalive": True, "health_check_interval": 15}
+    else:
+        options |= {"socket_timeout": settings.redis_socket_timeout_seconds, "health_check_interval": 30}
+    password = settings.redis_password.get_secret_value() or None
+    if settings.redis_sentinels:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            settings.redis_sentinel_nodes,
+            sentinel_kwargs={
+                "socket_timeout": settings.redis_socket_timeout_seconds,
+                "socket_connect_timeout": settings.redis_socket_timeout_seconds,
+            },
+        )
+        master: Redis = sentinel.master_for(
+            settings.redis_sentinel_service,
+            password=password,
+            db=settings.redis_db,
+            ssl=settings.redis_use_tls,
+            **options,
+        )
+        return master
+    if settings.redis_cluster_nodes:
+        nodes = [ClusterNode(host, port) for host, port in settings.redis_cluster_startup_nodes]
+        cluster = RedisCluster(startup_nodes=nodes, password=password, ssl=settings.redis_use_tls, **options)
+        return cast(Redis, cluster)
+    return Redis.from_url(settings.redis_connection_url, **options)
+
+
+async def close_redis_client(client: Redis) -> None:
+    """Close the client, and the Sentinel connections behind it if it has any."""
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    await client.aclose()
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
+async def queue_script(pipe: Any, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> None:
+    """Add a script call to a pipeline. A cluster pipeline sends the script's text (EVAL): it
+    has no way to load a script on the node it reaches, and a promoted replica, a restarted node,
+    starts with no script cached."""
+    if isinstance(pipe, ClusterPipeline):
+        body = script.script
+        pipe.eval(body if isinstance(body, str) else bytes(body).decode(), len(keys), *keys, *args)
+    else:
+        await script(keys=keys, args=args, client=pipe)
+
+
+# A cluster pipeline refuses PUBLISH (it has no key to route by); a script without keys runs on
+# any node, and a PUBLISH reaches every node's subscribers.
+PUBLISH_SCRIPT = "return redis.call('PUBLISH', ARGV[1], ARGV[2])"
+
+
+def queue_publish(pipe: Any, channel: str, message: bytes) -> None:
+    """Add a PUBLISH to a pipeline, on any topology."""
+    if isinstance(pipe, ClusterPipeline):
+        pipe.eval(PUBLISH_SCRIPT, 0, channel, message)
+    else:
+        pipe.publish(channel, message)
+
+
+def slot_tag(key: str) -> str:
+    """A hash tag that puts other keys in `key`'s Redis Cluster slot: the tag `key` already has
+    (the text between its first `{` and the next `}`, when not empty), else all of `key`."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    if start >= 0 and end > start + 1:
+        return key[start : end + 1]
+    return "{" + key + "}"
+
+
 class RedisGateway:
     """The Redis client plus the breaker every call goes through, and the key prefix."""
 
     def __init__(self, settings: Settings) -> None:
-        self.client: Redis = Redis.from_url(
-            settings.redis_connection_url,
-            socket_timeout=settings.redis_socket_timeout_seconds,
-            socket_connect_timeout=settings.redis_socket_timeout_seconds,
-            health_check_interval=30,
-            decode_responses=False,
-        )
+        self.client: Redis = build_redis_client(settings)
         self.breaker = CircuitBreaker(
             settings.redis_breaker_failure_threshold,
             settings.redis_breaker_reset_seconds,
@@ -57,26 +140,39 @@ class RedisGateway:
             on_state_change=_report_circuit,
         )
         self.prefix = settings.redis_key_prefix
-        self._url = settings.redis_connection_url
-        self._connect_timeout = settings.redis_socket_timeout_seconds
+        self._settings = settings
 
     @asynccontextmanager
     async def subscription(self, *channels: str) -> AsyncIterator[PubSub]:
         """Subscribed to `channels` on a connection of its own (no read timeout while it waits),
         closed on the way out however the body ends."""
-        client = Redis.from_url(
-            self._url,
-            socket_connect_timeout=self._connect_timeout,
-            socket_keepalive=True,
-            health_check_interval=15,
-        )
+        client = await self._subscriber_client()
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(*channels)
             yield pubsub
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await client.aclose()
+            await close_redis_client(client)
+
+    async def _subscriber_client(self) -> Redis:
+        """A plain client on one Cluster node, picked at random so that a dead node is left
+        behind on a later try (a PUBLISH reaches every node of a cluster); else the topology's."""
+        if not isinstance(self.client, RedisCluster):
+            return build_redis_client(self._settings, subscriber=True)
+        await self.client.initialize()
+        node = random.choice(self.client.get_nodes())
+        options = {"socket_connect_timeout": self._settings.redis_socket_timeout_seconds}
+        password = self._settings.redis_password.get_secret_value() or None
+        return Redis(
+            host=node.host,
+            port=node.port,
+            password=password,
+            ssl=self._settings.redis_use_tls,
+            socket_keepalive=True,
+            health_check_interval=15,
+            **options,
+        )
 
     async def keep_subscribed(
         self, channels: Sequence[str], listen: Callable[[PubSub], Awaitable[None]], name: str
@@ -110,4 +206,4 @@ class RedisGateway:
         return not self.breaker.is_open
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await close_redis_client(self.client)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query
 
-from app.api.deps import AdminUser, RuntimeDep, SessionDep, require_admin
+from app.api.deps import AdminUser, ReadSessionDep, RuntimeDep, SessionDep, require_admin
 from app.api.v1 import PREFIX
 from app.api.v1.responses import problems
 from app.models.enums import BookingStatus, PaymentStatus, WaitlistStatus
@@ -50,7 +50,7 @@ async def list_bookings(
     sort: Literal["-created_at", "created_at", "-total_amount", "total_amount"] = "-created_at",
 ) -> Page[BookingRead]:
     flt = bookings.BookingFilter(user_id, event_id, status, payment_status, created_from, created_to)
-    items, total = await bookings.list_bookings(runtime, flt, limit, offset, sort)
+    items, total = await bookings.list_bookings(runtime, flt, limit, offset, sort, lag_ok=True)
     return Page(items=[BookingRead.model_validate(b) for b in items], total=total, limit=limit, offset=offset)
 
 
@@ -137,7 +137,7 @@ async def upsert_availability(
 
 @router.get("/waitlist/", response_model=Page[WaitlistEntryRead], summary="All waitlist entries")
 async def list_waitlist(
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Limit = 20,
     offset: Offset = 0,
     event_id: OptionalId = None,
@@ -166,7 +166,7 @@ async def update_waitlist_entry(
 
 @router.get("/audit/", response_model=Page[AuditEntryRead], summary="The audit trail, filtered")
 async def list_audit(
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Limit = 20,
     offset: Offset = 0,
     entity_type: str | None = Query(None, max_length=32),
