@@ -4,13 +4,18 @@ session set read-only stands for a demoted primary (nothing is reconfigured)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from app.db.session import create_engine
+from migrate import alembic_config
+from tests import servers
 from tests.conftest import make_settings, running_app
 from tests.redis_server import free_port
 
@@ -55,3 +60,32 @@ async def test_a_read_only_server_drops_the_pools_connections(database_url: str,
             assert await connection.scalar(text("SHOW transaction_read_only")) == "off"
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+def lagging_replica(database_url: str) -> Iterator[str]:
+    """A second database with the schema and none of the rows: a replica that has not caught up."""
+    name = f"replica_{uuid.uuid4().hex[:8]}"
+    servers.create_database(database_url, name)
+    url = servers.with_database(database_url, name)
+    command.upgrade(alembic_config(url), "head")
+    try:
+        yield url
+    finally:
+        servers.drop_database(database_url, name)
+
+
+async def test_admin_lists_read_the_replicas_and_users_the_primary(
+    database_url: str, redis_url: str, lagging_replica: str
+) -> None:
+    settings = make_settings(database_url, redis_url, database_read_url=lagging_replica)
+    async with running_app(settings) as api:
+        await api.create_event(1, 5)
+        booking = (await api.book(2, 1)).json()
+        mine = await api.client.get("/api/v1/bookings/", headers=api.headers(2))
+        assert [item["id"] for item in mine.json()["items"]] == [booking["id"]]
+        own = await api.client.get(f"/api/v1/bookings/{booking['id']}", headers=api.headers(2))
+        assert own.status_code == 200
+        for path in ("bookings/", "audit/", "waitlist/", "availability/"):
+            listed = await api.client.get(f"/api/v1/admin/{path}", headers=api.admin())
+            assert listed.json()["total"] == 0, path  # the replica has not caught up
