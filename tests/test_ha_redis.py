@@ -171,9 +171,15 @@ async def test_every_redis_feature_on_sentinel_and_after_its_failover(
         await asyncio.to_thread(sentinel.wait_replicated)  # what was acknowledged is on the replica
         old = sentinel.kill_primary()
         await asyncio.to_thread(sentinel.wait_for_new_primary, old)
+        await asyncio.to_thread(sentinel.bring_back, old)  # the relay waits for a replica (below)
 
     await exercise_topology(
-        database_url, db, kill_primary, redis_sentinels=sentinel.sentinels, redis_sentinel_service="mymaster"
+        database_url,
+        db,
+        kill_primary,
+        redis_sentinels=sentinel.sentinels,
+        redis_sentinel_service="mymaster",
+        redis_wait_replicas="1",
     )
 
 

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     redis_sentinels: str | None = None
     redis_sentinel_service: str = "mymaster"
     redis_cluster_nodes: str | None = None
+    redis_wait_replicas: int = Field(0, ge=0)
     redis_key_prefix: str = "evently:bookings-svc:"
     redis_breaker_failure_threshold: int = Field(3, ge=1)
     redis_breaker_reset_seconds: float = Field(5.0, gt=0)

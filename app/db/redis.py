@@ -105,6 +105,24 @@ async def queue_script(pipe: Any, script: AsyncScript, keys: Sequence[Any], args
         await script(keys=keys, args=args, client=pipe)
 
 
+async def call_script_replicated(
+    client: Redis, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], replicas: int, wait_seconds: float
+) -> Any:
+    """Run a script; with `replicas`, also wait (WAIT, on the same connection) until that many
+    replicas have its writes, and raise a Redis TimeoutError when they have not: the caller then
+    counts it as not done, so a failover cannot lose what it goes on to treat as sent. Not on a
+    Cluster (WAIT goes to the connection that wrote, which a cluster client does not expose)."""
+    if not replicas or isinstance(client, RedisCluster):
+        return await script(keys=keys, args=args, client=client)
+    pipe = client.pipeline(transaction=False)
+    await queue_script(pipe, script, keys, args)
+    pipe.wait(replicas, max(1, int(wait_seconds * 1000)))
+    result, acknowledged = await pipe.execute()
+    if acknowledged < replicas:
+        raise RedisTimeoutError(f"{acknowledged} of {replicas} replicas have the writes")
+    return result
+
+
 # A cluster pipeline refuses PUBLISH (it has no key to route by); a script without keys runs on
 # any node, and a PUBLISH reaches every node's subscribers.
 PUBLISH_SCRIPT = "return redis.call('PUBLISH', ARGV[1], ARGV[2])"

@@ -22,7 +22,7 @@ from sqlalchemy import Text, cast, delete, func, select, update
 from app.core import metrics
 from app.core.clock import clock
 from app.core.logging import get_logger
-from app.db.redis import RedisUnavailable, slot_tag
+from app.db.redis import RedisUnavailable, call_script_replicated, slot_tag
 from app.models.outbox import OutboxMessage
 from app.services import outbox
 from app.services.outbox import KIND_BY_TYPE
@@ -137,7 +137,8 @@ class OutboxRelay:
                 TYPE_BY_KIND.get(row.kind, row.kind),
                 str(row.event_id),
             ]
-        await self._publish_once(keys=keys, args=args, client=client)
+        wait = settings.redis_socket_timeout_seconds * 0.8  # an answer before the socket gives up
+        await call_script_replicated(client, self._publish_once, keys, args, settings.redis_wait_replicas, wait)
 
     async def apply_retention(self) -> int:
         """Delete published rows older than OUTBOX_RETENTION_HOURS; unpublished rows always stay."""

@@ -8,6 +8,7 @@ starts) run as the `postgres` user. Every process is stopped by its own pid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -183,18 +184,14 @@ class PatroniNode:
         if self.process is None:
             return
         postmaster = None
-        try:
+        with contextlib.suppress(OSError, ValueError, IndexError):
             postmaster = self.postmaster_pid()
-        except (OSError, ValueError, IndexError):
-            pass
         self.process.kill()
         self.process.wait(10)
         self.process = None
         if postmaster is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(postmaster, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 class PatroniCluster:

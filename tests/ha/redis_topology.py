@@ -63,13 +63,19 @@ class Processes:
     def __init__(self, prefix: str) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=prefix))
         self.by_port: dict[int, subprocess.Popen[bytes]] = {}
+        self.args: dict[int, list[str]] = {}
 
     def start_redis(self, port: int, *extra: str) -> None:
         workdir = self.dir / str(port)
         workdir.mkdir(exist_ok=True)
         args = [redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)]
-        log = (workdir / "log").open("ab")
-        self.by_port[port] = subprocess.Popen([*args, *extra], stdout=log, stderr=subprocess.STDOUT)
+        self.args[port] = [*args, *extra]
+        self.restart(port)
+
+    def restart(self, port: int) -> None:
+        """Start the redis-server of `port` again, with its data directory (as an operator would)."""
+        log = (self.dir / str(port) / "log").open("ab")
+        self.by_port[port] = subprocess.Popen(self.args[port], stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: redis.Redis(port=port, socket_timeout=0.5).ping(), 10, f"redis-server on {port}")
 
     def start_sentinel(self, port: int, primary_port: int) -> None:
@@ -135,9 +141,7 @@ class SentinelTopology:
         return True
 
     def current_primary_port(self) -> int:
-        _, port = redis.Redis(port=self.sentinel_ports[0], socket_timeout=0.5).sentinel_get_master_addr_by_name(
-            SERVICE
-        )
+        _, port = redis.Redis(port=self.sentinel_ports[0], socket_timeout=0.5).sentinel_get_master_addr_by_name(SERVICE)
         return int(port)
 
     def wait_replicated(self) -> None:
@@ -152,6 +156,17 @@ class SentinelTopology:
     def wait_for_new_primary(self, old_port: int, timeout: float = 30) -> int:
         wait_for(lambda: self.current_primary_port() != old_port, timeout, "Sentinel to promote the replica")
         return self.current_primary_port()
+
+    def bring_back(self, old_port: int, timeout: float = 30) -> None:
+        """Restart the killed primary: Sentinel makes it a replica of the new one."""
+        self.processes.restart(old_port)
+        primary = self.current_primary_port()
+
+        def following() -> bool:
+            info = redis.Redis(port=old_port, socket_timeout=0.5).info("replication")
+            return info["role"] == "slave" and info["master_port"] == primary and info["master_link_status"] == "up"
+
+        wait_for(following, timeout, "the old primary to follow the new one")
 
     def close(self) -> None:
         self.processes.close()
