@@ -128,7 +128,9 @@ def sentinel() -> Iterator[SentinelTopology]:
         topology.close()
 
 
+@pytest.fixture(scope="module")
 def ha_settings(patroni: PatroniCluster, sentinel: SentinelTopology) -> Settings:
+    """The `bookings` database on the Patroni cluster, migrated through the multi-host URL."""
     servers.create_database(patroni.url("postgres", "?target_session_attrs=read-write"), "bookings")
     url = patroni.url("bookings")
     command.upgrade(alembic_config(sqlalchemy_url(url)), "head")
@@ -187,8 +189,10 @@ async def faults(patroni: PatroniCluster, sentinel: SentinelTopology, start: flo
     await asyncio.to_thread(patroni.switchover)
 
 
-async def test_bookings_survive_failovers(patroni: PatroniCluster, sentinel: SentinelTopology) -> None:
-    settings = ha_settings(patroni, sentinel)
+async def test_bookings_survive_failovers(
+    patroni: PatroniCluster, sentinel: SentinelTopology, ha_settings: Settings
+) -> None:
+    settings = ha_settings
     services = [ServiceProcess(service_env(settings)) for _ in range(3)]
     tally = HaTally()
     fault_log: dict[str, float] = {}
