@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 from alembic import command
+from redis.crc import key_slot
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -31,7 +32,7 @@ from tests import servers
 from tests.checks import assert_invariant
 from tests.conftest import WEBHOOK_SECRET, make_settings, running_app
 from tests.ha.patroni_cluster import PatroniCluster, ensure_installed
-from tests.ha.redis_topology import SentinelTopology
+from tests.ha.redis_topology import ClusterTopology, SentinelTopology
 from tests.service_process import ServiceProcess
 from tests.test_long_multi_instance import Client, Tally
 from tests.test_processes import process_env
@@ -129,6 +130,16 @@ def sentinel() -> Iterator[SentinelTopology]:
 
 
 @pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterTopology]:
+    topology = ClusterTopology()
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.close()
+
+
+@pytest.fixture(scope="module")
 def ha_settings(patroni: PatroniCluster, sentinel: SentinelTopology) -> Settings:
     """The `bookings` database on the Patroni cluster, migrated through the multi-host URL."""
     servers.create_database(patroni.url("postgres", "?target_session_attrs=read-write"), "bookings")
@@ -143,14 +154,15 @@ def ha_settings(patroni: PatroniCluster, sentinel: SentinelTopology) -> Settings
     )
 
 
-def service_env(settings: Settings) -> dict[str, str]:
+def service_env(settings: Settings, database_url: str) -> dict[str, str]:
     return {
         **process_env(settings),
-        "DATABASE_URL": patroni_url(settings),
+        "DATABASE_URL": database_url,
         "DATABASE_READ_URL": settings.database_read_url or "",
         "REDIS_URL": "",
         "REDIS_SENTINELS": settings.redis_sentinels or "",
-        "REDIS_WAIT_REPLICAS": "1",
+        "REDIS_CLUSTER_NODES": settings.redis_cluster_nodes or "",
+        "REDIS_WAIT_REPLICAS": str(settings.redis_wait_replicas),
         "PAYMENT_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "BOOKING_TIMEOUT_MINUTES": "0.05",
         "RESERVATION_TIMEOUT_MINUTES": "0.03",
@@ -163,39 +175,25 @@ def service_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def patroni_url(settings: Settings) -> str:
-    assert settings.database_url is not None
-    return settings.database_url  # libpq's comma form, as an operator writes it
+Faults = Callable[[float, dict[str, float]], Awaitable[None]]
 
 
-async def faults(patroni: PatroniCluster, sentinel: SentinelTopology, start: float, log: dict[str, float]) -> None:
-    async def at(second: float) -> None:
-        await asyncio.sleep(max(0.0, start + second - time.monotonic()))
-
-    await at(10)
-    leader = patroni.leader()
-    log["postgres primary SIGKILL"] = time.monotonic()
-    leader.kill_postmaster()
-    await asyncio.to_thread(patroni.wait_for_leader_other_than, leader)
-    await at(25)
-    log["redis primary SIGKILL"] = time.monotonic()
-    old = sentinel.kill_primary()
-    await asyncio.to_thread(sentinel.wait_for_new_primary, old)
-    await asyncio.sleep(3)
-    await asyncio.to_thread(sentinel.bring_back, old)  # the relay waits for one replica
-    await at(40)
-    await asyncio.to_thread(patroni.wait_healthy)
-    log["patroni switchover"] = time.monotonic()
-    await asyncio.to_thread(patroni.switchover)
+async def at(start: float, second: float) -> None:
+    await asyncio.sleep(max(0.0, start + second - time.monotonic()))
 
 
-async def test_bookings_survive_failovers(
-    patroni: PatroniCluster, sentinel: SentinelTopology, ha_settings: Settings
-) -> None:
-    settings = ha_settings
-    services = [ServiceProcess(service_env(settings)) for _ in range(3)]
-    tally = HaTally()
-    fault_log: dict[str, float] = {}
+@dataclass
+class Run:
+    tally: HaTally
+    faults: dict[str, float]
+    stream: list[Any]
+
+
+async def run_load(settings: Settings, database_url: str, faults: Faults, settle: Callable[[], Any]) -> Run:
+    """Three instances, the events, the clients and the faults; then everything the relays had
+    not sent is flushed and the Stream read."""
+    services = [ServiceProcess(service_env(settings, database_url)) for _ in range(3)]
+    run = Run(HaTally(), {}, [])
     try:
         for service in services:
             service.start(timeout=60)
@@ -207,39 +205,95 @@ async def test_bookings_survive_failovers(
                 response = await http.put(f"/api/v1/admin/availability/{event_id}", json=body, headers=admin)
                 assert response.status_code == 200, response.text
         start = time.monotonic()
-        clients = [HaClient(2000 + i, services, settings, tally) for i in range(CLIENTS)]
-        await asyncio.gather(
-            faults(patroni, sentinel, start, fault_log), *(c.run(start + RUN_SECONDS) for c in clients)
-        )
-        await asyncio.to_thread(patroni.wait_healthy)
+        clients = [HaClient(2000 + i, services, settings, run.tally) for i in range(CLIENTS)]
+        await asyncio.gather(faults(start, run.faults), *(c.run(start + RUN_SECONDS) for c in clients))
+        await asyncio.to_thread(settle)
         await asyncio.sleep(6)  # every short hold has lapsed and been swept by now
         for service in services:
             service.terminate()
         async with running_app(settings) as api:  # flush what the relays had not sent yet
             await api.client._transport.app.state.relay.publish_pending()  # type: ignore[attr-defined]
         redis = build_redis_client(settings)
-        entries = await redis.xrange(settings.events_stream)
+        run.stream = await redis.xrange(settings.events_stream)
         await close_redis_client(redis)
     finally:
         errors = [line for s in services for line in s.log_tail(20000).splitlines() if "unhandled_error" in line]
         for service in services:
             service.stop()
+    report(run)
+    assert not run.tally.server_errors, "\n".join(run.tally.server_errors[:3] + errors[:3])
+    return run
 
+
+def report(run: Run) -> None:
+    tally = run.tally
     print(f"\nanswers: {dict(tally.statuses)}; bookings answered 201: {len(tally.booked)}")
-    for fault, at in fault_log.items():
-        seconds, failed = recovery_seconds(tally.attempts, at)
+    for fault, fault_at in run.faults.items():
+        seconds, failed = recovery_seconds(tally.attempts, fault_at)
         print(f"{fault}: bookings succeed again after {seconds:.1f} s ({failed} booking attempts failed)")
-    assert not tally.server_errors, "\n".join(tally.server_errors[:3] + errors[:3])
-    assert not tally.missing_retry_after, tally.missing_retry_after[:3]
-    assert sum(n for s, n in tally.statuses.items() if s == 201) > 100
-    engine = create_async_engine(sqlalchemy_url(patroni.url("bookings")))
+
+
+async def check_run(run: Run, primary_url: str) -> None:
+    """The checks of `make test-long`, on the (new) primary."""
+    assert not run.tally.missing_retry_after, run.tally.missing_retry_after[:3]
+    assert sum(n for s, n in run.tally.statuses.items() if s == 201) > 100
+    engine = create_async_engine(primary_url)
     try:
         async with engine.connect() as db:
             await assert_invariant(db)
-            await check_bookings(db, tally)
-            await check_stream(db, entries)
+            await check_bookings(db, run.tally)
+            await check_stream(db, run.stream)
     finally:
         await engine.dispose()
+
+
+async def test_bookings_survive_failovers(
+    patroni: PatroniCluster, sentinel: SentinelTopology, ha_settings: Settings
+) -> None:
+    """Patroni and Sentinel: the primary's postmaster SIGKILLed, the Redis primary killed, a switchover."""
+
+    async def faults(start: float, log: dict[str, float]) -> None:
+        await at(start, 10)
+        leader = patroni.leader()
+        log["postgres primary SIGKILL"] = time.monotonic()
+        leader.kill_postmaster()
+        await asyncio.to_thread(patroni.wait_for_leader_other_than, leader)
+        await at(start, 25)
+        log["redis primary SIGKILL"] = time.monotonic()
+        old = sentinel.kill_primary()
+        await asyncio.to_thread(sentinel.wait_for_new_primary, old)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(sentinel.bring_back, old)  # the relay waits for one replica
+        await at(start, 40)
+        await asyncio.to_thread(patroni.wait_healthy)
+        log["patroni switchover"] = time.monotonic()
+        await asyncio.to_thread(patroni.switchover)
+
+    assert ha_settings.database_url is not None  # libpq's comma form, as an operator writes it
+    run = await run_load(ha_settings, ha_settings.database_url, faults, patroni.wait_healthy)
+    await check_run(run, sqlalchemy_url(patroni.url("bookings")))
+
+
+async def test_bookings_survive_a_cluster_primary_loss(cluster: ClusterTopology, database_url: str) -> None:
+    """Redis Cluster: the primary of the Stream's slot killed, its replica promoted, the old one back."""
+    settings = make_settings(
+        database_url,
+        None,  # type: ignore[arg-type]
+        redis_cluster_nodes=cluster.nodes,
+        redis_wait_replicas=1,
+    )
+    slot = key_slot(settings.events_stream.encode())
+
+    async def faults(start: float, log: dict[str, float]) -> None:
+        await at(start, 15)
+        log["redis cluster primary SIGKILL"] = time.monotonic()
+        old = cluster.kill_primary_of_slot(slot)
+        await asyncio.to_thread(cluster.wait_for_promotion, slot, old)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(cluster.bring_back, old)  # the relay waits for one replica
+
+    run = await run_load(settings, settings.sqlalchemy_database_url, faults, lambda: None)
+    await check_run(run, database_url)
 
 
 async def check_bookings(db: Any, tally: HaTally) -> None:

@@ -194,5 +194,6 @@ async def test_every_redis_feature_on_cluster_and_after_a_primary_is_replaced(
         await asyncio.to_thread(cluster.wait_replicated)
         old = cluster.kill_primary_of_slot(slot)
         await asyncio.to_thread(cluster.wait_for_promotion, slot, old)
+        await asyncio.to_thread(cluster.bring_back, old)  # the relay waits for a replica
 
-    await exercise_topology(database_url, db, kill_primary, redis_cluster_nodes=cluster.nodes)
+    await exercise_topology(database_url, db, kill_primary, redis_cluster_nodes=cluster.nodes, redis_wait_replicas="1")

@@ -18,6 +18,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.core import metrics
@@ -105,18 +106,51 @@ async def queue_script(pipe: Any, script: AsyncScript, keys: Sequence[Any], args
         await script(keys=keys, args=args, client=pipe)
 
 
+def node_client(settings: Settings, host: str, port: int, *, subscriber: bool = False) -> Redis:
+    """A plain client on one node of a Cluster."""
+    timeouts: dict[str, Any] = {"socket_connect_timeout": settings.redis_socket_timeout_seconds}
+    if subscriber:
+        timeouts |= {"socket_keepalive": True, "health_check_interval": 15}
+    else:
+        timeouts["socket_timeout"] = settings.redis_socket_timeout_seconds
+    password = settings.redis_password.get_secret_value() or None
+    return Redis(host=host, port=port, password=password, ssl=settings.redis_use_tls, **timeouts)
+
+
 async def call_script_replicated(
-    client: Redis, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], replicas: int, wait_seconds: float
+    client: Redis, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], settings: Settings
 ) -> Any:
-    """Run a script; with `replicas`, also wait (WAIT, on the same connection) until that many
-    replicas have its writes, and raise a Redis TimeoutError when they have not: the caller then
-    counts it as not done, so a failover cannot lose what it goes on to treat as sent. Not on a
-    Cluster (WAIT goes to the connection that wrote, which a cluster client does not expose)."""
-    if not replicas or isinstance(client, RedisCluster):
+    """Run a script; with REDIS_WAIT_REPLICAS, also wait (WAIT, on the connection that wrote) until
+    that many replicas have its writes, and raise a Redis TimeoutError when they have not: the
+    caller then counts it as not done, so a failover cannot lose what it goes on to treat as sent.
+    On a Cluster both go to the node of the first key, on a connection of their own."""
+    replicas = settings.redis_wait_replicas
+    if not replicas:
         return await script(keys=keys, args=args, client=client)
+    if not isinstance(client, RedisCluster):
+        return await _script_then_wait(client, script, keys, args, settings)
+    await client.initialize()
+    node = client.get_node_from_key(keys[0])
+    if node is None:
+        raise RedisConnectionError("no node serves the script's keys")
+    target = node_client(settings, node.host, node.port)
+    try:
+        return await _script_then_wait(target, script, keys, args, settings)
+    except (ResponseError, *REDIS_FAILURES) as exc:  # MOVED after a failover, or the node gone
+        await client.nodes_manager.initialize()  # learn the new primary before the next try
+        raise RedisConnectionError(f"the node of {keys[0]!r} did not take the script") from exc
+    finally:
+        await target.aclose()
+
+
+async def _script_then_wait(
+    client: Redis, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], settings: Settings
+) -> Any:
+    replicas = settings.redis_wait_replicas
+    wait_ms = max(1, int(settings.redis_socket_timeout_seconds * 800))  # an answer before the socket gives up
     pipe = client.pipeline(transaction=False)
     await queue_script(pipe, script, keys, args)
-    pipe.wait(replicas, max(1, int(wait_seconds * 1000)))
+    pipe.wait(replicas, wait_ms)
     result, acknowledged = await pipe.execute()
     if acknowledged < replicas:
         raise RedisTimeoutError(f"{acknowledged} of {replicas} replicas have the writes")
@@ -180,17 +214,7 @@ class RedisGateway:
             return build_redis_client(self._settings, subscriber=True)
         await self.client.initialize()
         node = random.choice(self.client.get_nodes())
-        options = {"socket_connect_timeout": self._settings.redis_socket_timeout_seconds}
-        password = self._settings.redis_password.get_secret_value() or None
-        return Redis(
-            host=node.host,
-            port=node.port,
-            password=password,
-            ssl=self._settings.redis_use_tls,
-            socket_keepalive=True,
-            health_check_interval=15,
-            **options,
-        )
+        return node_client(self._settings, node.host, node.port, subscriber=True)
 
     async def keep_subscribed(
         self, channels: Sequence[str], listen: Callable[[PubSub], Awaitable[None]], name: str

@@ -137,8 +137,7 @@ class OutboxRelay:
                 TYPE_BY_KIND.get(row.kind, row.kind),
                 str(row.event_id),
             ]
-        wait = settings.redis_socket_timeout_seconds * 0.8  # an answer before the socket gives up
-        await call_script_replicated(client, self._publish_once, keys, args, settings.redis_wait_replicas, wait)
+        await call_script_replicated(client, self._publish_once, keys, args, settings)
 
     async def apply_retention(self) -> int:
         """Delete published rows older than OUTBOX_RETENTION_HOURS; unpublished rows always stay."""

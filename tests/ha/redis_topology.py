@@ -259,6 +259,16 @@ class ClusterTopology:
         wait_for(lambda: self.primary_of_slot(slot) != old_port and self._all_ok(), timeout, "a replica to take over")
         return self.primary_of_slot(slot)
 
+    def bring_back(self, old_port: int, timeout: float = 30) -> None:
+        """Restart a killed node: it rejoins as a replica of the primary that replaced it."""
+        self.processes.restart(old_port)
+
+        def following() -> bool:
+            info = redis.Redis(port=old_port, socket_timeout=0.5).info("replication")
+            return info["role"] == "slave" and info["master_link_status"] == "up" and self._all_ok()
+
+        wait_for(following, timeout, "the old primary to follow its replacement")
+
     def _all_ok(self) -> bool:
         return all(
             redis.Redis(port=port, socket_timeout=0.5).cluster("info")["cluster_state"] == "ok"
