@@ -180,11 +180,29 @@ def slot_tag(key: str) -> str:
     return "{" + key + "}"
 
 
+def _closed_transport_is_connection_error(
+    operation: Callable[[Redis], Awaitable[T]],
+) -> Callable[[Redis], Awaitable[T]]:
+    """redis-py's cluster client, writing on a connection whose node has just died, can meet the
+    event loop's "handler is closed" RuntimeError (uvloop) instead of a connection error: it is one."""
+
+    async def guarded(client: Redis) -> T:
+        try:
+            return await operation(client)
+        except RuntimeError as exc:
+            if "handler is closed" not in str(exc):
+                raise
+            raise RedisConnectionError(str(exc)) from exc
+
+    return guarded
+
+
 class RedisGateway:
     """The Redis client plus the breaker every call goes through, and the key prefix."""
 
     def __init__(self, settings: Settings) -> None:
         self.client: Redis = build_redis_client(settings)
+        self._cluster = isinstance(self.client, RedisCluster)
         self.breaker = CircuitBreaker(
             settings.redis_breaker_failure_threshold,
             settings.redis_breaker_reset_seconds,
@@ -237,6 +255,8 @@ class RedisGateway:
         return self.prefix + ":".join(str(part) for part in parts)
 
     async def call(self, name: str, operation: Callable[[Redis], Awaitable[T]]) -> T:
+        if self._cluster:
+            operation = _closed_transport_is_connection_error(operation)
         try:
             return await self.breaker.call(lambda: operation(self.client))
         except REDIS_FAILURES:
