@@ -136,7 +136,7 @@ async def call_script_replicated(
     target = node_client(settings, node.host, node.port)
     try:
         return await _script_then_wait(target, script, keys, args, settings)
-    except (ResponseError, *REDIS_FAILURES) as exc:  # MOVED after a failover, or the node gone
+    except (ResponseError, RedisConnectionError, ConnectionError) as exc:  # MOVED after a failover, or the node gone
         await client.nodes_manager.initialize()  # learn the new primary before the next try
         raise RedisConnectionError(f"the node of {keys[0]!r} did not take the script") from exc
     finally:
