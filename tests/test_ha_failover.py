@@ -142,9 +142,17 @@ def cluster() -> Iterator[ClusterTopology]:
 @pytest.fixture(scope="module")
 def ha_settings(patroni: PatroniCluster, sentinel: SentinelTopology) -> Settings:
     """The `bookings` database on the Patroni cluster, migrated through the multi-host URL."""
-    servers.create_database(patroni.url("postgres", "?target_session_attrs=read-write"), "bookings")
     url = patroni.url("bookings")
-    command.upgrade(alembic_config(sqlalchemy_url(url)), "head")
+    leader = patroni.leader()
+    try:
+        servers.create_database(patroni.url("postgres", "?target_session_attrs=read-write"), "bookings")
+        # asyncpg moves to the next host when one refuses or is starting up, not when the database
+        # is missing there: wait until every standby has replayed the CREATE DATABASE.
+        patroni.wait_for_database("bookings")
+        command.upgrade(alembic_config(sqlalchemy_url(url)), "head")
+    except Exception as exc:
+        raise RuntimeError(f"setup failed (leader was {leader.name}):\n{patroni.log_tails()}") from exc
+    assert patroni.leader() is leader, f"the leader changed during setup:\n{patroni.log_tails()}"
     return make_settings(
         url,
         None,  # type: ignore[arg-type]

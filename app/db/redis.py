@@ -7,6 +7,7 @@ or to a Redis Cluster (`REDIS_CLUSTER_NODES`): `build_redis_client` is the one p
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from app.core.config import Settings
 from app.core.logging import get_logger
 
 T = TypeVar("T")
+CONNECTION_MODULE = os.path.join("redis", "asyncio", "connection.py")
 MAX_RECONNECT_PAUSE_SECONDS = 10.0
 log = get_logger(__name__)
 
@@ -183,18 +185,28 @@ def slot_tag(key: str) -> str:
 def _closed_transport_is_connection_error(
     operation: Callable[[Redis], Awaitable[T]],
 ) -> Callable[[Redis], Awaitable[T]]:
-    """redis-py's cluster client, writing on a connection whose node has just died, can meet the
-    event loop's "handler is closed" RuntimeError (uvloop) instead of a connection error: it is one."""
+    """redis-py's cluster client, writing on a connection to a node that has just died, can fail
+    inside its connection code with the event loop's "handler is closed" RuntimeError or with an
+    AttributeError on a writer already dropped, instead of a connection error: it is one."""
 
     async def guarded(client: Redis) -> T:
         try:
             return await operation(client)
-        except RuntimeError as exc:
-            if "handler is closed" not in str(exc):
+        except (RuntimeError, AttributeError) as exc:
+            if not _raised_in_connection_code(exc):
                 raise
-            raise RedisConnectionError(str(exc)) from exc
+            raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
 
     return guarded
+
+
+def _raised_in_connection_code(exc: BaseException) -> bool:
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename.endswith(CONNECTION_MODULE):
+            return True
+        frame = frame.tb_next
+    return False
 
 
 class RedisGateway:

@@ -8,6 +8,7 @@ starts) run as the `postgres` user. Every process is stopped by its own pid.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -21,12 +22,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from tests.ha.redis_topology import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ROOT = Path(__file__).resolve().parents[2]
 SCOPE = "evently-ha"
 HA_VENV = ROOT / ".venv-ha"
+SHM = Path("/dev/shm")
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -66,7 +70,10 @@ class Etcd:
     def __init__(self, workdir: Path) -> None:
         self.client_port = free_port()
         self.peer_port = free_port()
-        self.dir = workdir / "etcd"
+        # In memory when it can be: a slow fsync on a busy disk stalls etcd, and Patroni demotes a
+        # primary that cannot renew its leader key in time.
+        self.dir = Path(tempfile.mkdtemp(prefix="ha-etcd-", dir=SHM if SHM.is_dir() else None)) / "etcd"
+        self._log = workdir / "etcd.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,7 +83,7 @@ class Etcd:
     def start(self) -> None:
         self.dir.mkdir(parents=True)
         client, peer = f"http://{self.endpoint}", f"http://127.0.0.1:{self.peer_port}"
-        log = (self.dir.parent / "etcd.log").open("ab")
+        log = self._log.open("ab")
         self.process = subprocess.Popen(
             [
                 "etcd", "--name", "ha", "--data-dir", str(self.dir),
@@ -93,6 +100,7 @@ class Etcd:
             self.process.kill()
             self.process.wait(10)
             self.process = None
+        shutil.rmtree(self.dir.parent, ignore_errors=True)
 
 
 def _get_json(url: str, timeout: float = 2.0) -> dict[str, Any]:
@@ -121,14 +129,15 @@ class PatroniNode:
         return {
             "scope": SCOPE,
             "name": self.name,
-            "namespace": f"/{self._etcd.dir.parent.name}/",
+            "namespace": f"/{self.dir.parent.name}/",
             "restapi": {"listen": f"127.0.0.1:{self.rest_port}", "connect_address": f"127.0.0.1:{self.rest_port}"},
             "etcd3": {"hosts": [self._etcd.endpoint]},
             "bootstrap": {
                 "dcs": {
-                    "ttl": 20,
+                    # Generous for a busy shared machine: loop_wait + 2 * retry_timeout <= ttl.
+                    "ttl": 30,
                     "loop_wait": 1,
-                    "retry_timeout": 5,
+                    "retry_timeout": 10,
                     "maximum_lag_on_failover": 1048576,
                     # Every commit waits for the synchronous standby: an answered booking is on two nodes.
                     "synchronous_mode": True,
@@ -264,6 +273,29 @@ class PatroniCluster:
 
     def wait_healthy(self, timeout: float = 120) -> None:
         wait_until(self._ready, timeout, "every node back and streaming")
+
+    def wait_for_database(self, name: str, timeout: float = 30) -> None:
+        async def everywhere() -> bool:
+            for node in self.nodes:
+                try:
+                    connection = await asyncpg.connect(
+                        host="127.0.0.1", port=node.pg_port, user="postgres", database=name
+                    )
+                except (OSError, asyncpg.PostgresError):
+                    return False
+                await connection.close()
+            return True
+
+        wait_until(lambda: asyncio.run(everywhere()), timeout, f"database {name} on every node")
+
+    def log_tails(self, lines: int = 15) -> str:
+        """The end of every node's Patroni log, for a failure message."""
+        tails = []
+        for node in self.nodes:
+            log = node.dir / "patroni.log"
+            text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+            tails.append(f"--- {node.name}\n" + "\n".join(text))
+        return "\n".join(tails)
 
     def stop(self) -> None:
         for node in self.nodes:
