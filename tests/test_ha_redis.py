@@ -141,13 +141,21 @@ class Exercise:
         assert await self.cache_and_feed()
         assert await self.deny_list()
         assert await self.rate_limit()
-        assert await self.outbox()
+        # A batch no replica acknowledged in time (a busy machine, a replica resyncing) is sent on a
+        # later pass, as the relay's loop does; a repeat or a loss would never come right.
+        await eventually(self.outbox, 20, "every outbox message in the Stream once")
 
 
 async def exercise_topology(
     database_url: str, db: AsyncConnection, kill_primary: Callable[[], Awaitable[None]], **redis: str | None
 ) -> None:
-    settings = make_settings(database_url, None, rate_limit_per_minute=RATE_LIMIT, **redis)  # type: ignore[arg-type]
+    settings = make_settings(
+        database_url,
+        None,  # type: ignore[arg-type]
+        rate_limit_per_minute=RATE_LIMIT,
+        redis_socket_timeout_seconds=1.0,  # WAIT may take up to 0.8 s on a busy machine
+        **redis,
+    )
     async with running_app(settings) as api:
         await api.create_event(EVENT, 1000)
         relay: OutboxRelay = api.client._transport.app.state.relay  # type: ignore[attr-defined]
