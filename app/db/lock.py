@@ -20,7 +20,7 @@ from app.core import metrics
 from app.core.config import Settings
 from app.core.errors import ServiceUnavailableError
 from app.core.logging import get_logger
-from app.db.redis import RedisGateway, RedisUnavailable
+from app.db.redis import RedisGateway, RedisUnavailable, queue_script
 
 log = get_logger(__name__)
 
@@ -157,7 +157,7 @@ async def _release_held(client: Redis, locks: list[Lock]) -> list[bool]:
     pipe = client.pipeline(transaction=False)
     for lock in locks:
         assert lock.lua_release is not None  # registered when the Lock was made
-        await lock.lua_release(keys=[lock.name], args=[lock.local.token], client=pipe)
+        await queue_script(pipe, lock.lua_release, [lock.name], [lock.local.token])
         lock.local.token = None
     return [bool(owned) for owned in await pipe.execute()]
 

@@ -143,8 +143,9 @@ OVERVIEW_SORTS: dict[str, UnaryExpression[Any]] = {
 
 async def overview(runtime: Runtime, limit: int, offset: int, sort: str) -> tuple[list[EventOverview], int]:
     """A page of events with their bookings by status and waitlist length. Lapsed holds of the
-    page's events are expired first (expiry on read): no figure counts them as live."""
-    async with runtime.sessionmaker() as session:
+    page's events are expired first (expiry on read): no figure counts them as live. Read from the
+    replicas; when something was expired, read again from the primary (a replica may lag)."""
+    async with runtime.read_sessionmaker() as session:
         page, total = await _overview_page(session, limit, offset, sort)
         due = await sweeper.events_with_due_holds(session, [row.event.event_id for row in page], clock.now())
     if not due:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, UnaryExpression, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import clock
 from app.core.errors import BadRequestError, ConflictError, InvalidTransitionError, NotFoundError
@@ -356,24 +356,31 @@ def _filtered(query: Select[Any], flt: BookingFilter) -> Select[Any]:
 
 
 async def list_bookings(
-    runtime: Runtime, flt: BookingFilter, limit: int, offset: int, sort: str = "-created_at"
+    runtime: Runtime, flt: BookingFilter, limit: int, offset: int, sort: str = "-created_at", *, lag_ok: bool = False
 ) -> tuple[list[Booking], int]:
     """A page of bookings. Matching pending bookings past their expiry are expired first (expiry
-    on read, up to a page's worth; the sweeper takes any beyond that within its interval)."""
-    await _expire_lapsed(runtime, flt, limit)
+    on read, up to a page's worth; the sweeper takes any beyond that within its interval).
+    `lag_ok` (admin lists) reads from the replicas, unless this call expired something there: a
+    replica may not have the expiry yet, so the page then comes from the primary."""
+    reader = runtime.read_sessionmaker if lag_ok else runtime.sessionmaker
+    if await _expire_lapsed(runtime, reader, flt, limit):
+        reader = runtime.sessionmaker
     query = _filtered(select(Booking), flt).order_by(SORTS[sort], Booking.id.desc())
-    async with runtime.sessionmaker() as session:
+    async with reader() as session:
         return await paginate(session, query, limit, offset)
 
 
-async def _expire_lapsed(runtime: Runtime, flt: BookingFilter, most: int) -> None:
+async def _expire_lapsed(
+    runtime: Runtime, reader: async_sessionmaker[AsyncSession], flt: BookingFilter, most: int
+) -> int:
     # Whatever the status filter: a lapsed booking is about to become `expired`.
     lapsed = (
         _filtered(select(Booking), replace(flt, status=None))
         .where(Booking.status == BookingStatus.PENDING, Booking.expires_at <= clock.now())
         .with_only_columns(Booking.id, Booking.event_id)
     )
-    async with runtime.sessionmaker() as session:
+    async with reader() as session:
         rows = (await session.execute(lapsed.limit(most))).all()
     for booking_id, event_id in rows:
         await expire_booking(runtime, booking_id, event_id)
+    return len(rows)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query
 
-from app.api.deps import AdminUser, RuntimeDep, SessionDep, require_admin
+from app.api.deps import AdminUser, ReadSessionDep, RuntimeDep, SessionDep, require_admin
 from app.api.v1 import PREFIX, examples
 from app.api.v1.responses import ADMIN, BODY, LOCKED, VALIDATED, WRITE, Answer, problems, transition
 from app.core.errors import BadRequestError, NotFoundError
@@ -77,7 +77,7 @@ async def list_bookings(
     """Every user's bookings, a page at a time, with filters on status, payment status, event, user
     and creation time (`created_from` inclusive, `created_to` exclusive)."""
     flt = bookings.BookingFilter(user_id, event_id, status, payment_status, created_from, created_to)
-    items, total = await bookings.list_bookings(runtime, flt, limit, offset, sort)
+    items, total = await bookings.list_bookings(runtime, flt, limit, offset, sort, lag_ok=True)
     return Page(items=[BookingRead.model_validate(b) for b in items], total=total, limit=limit, offset=offset)
 
 
@@ -193,7 +193,7 @@ async def upsert_availability(
     summary="All waitlist entries",
 )
 async def list_waitlist(
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Limit = 20,
     offset: Offset = 0,
     event_id: OptionalId = None,
@@ -235,7 +235,7 @@ async def update_waitlist_entry(
     summary="The audit trail, filtered",
 )
 async def list_audit(
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Limit = 20,
     offset: Offset = 0,
     entity_type: str | None = Query(None, max_length=32),
