@@ -26,6 +26,7 @@ def test_ha_profile_runs_patroni_sentinels_and_three_instances_on_them() -> None
         assert name.lower() in Settings.model_fields or name.startswith("ZERO_"), f"{name} is not a setting"
     values = {name.lower(): value.replace("${DB_PASSWORD:-bookings}", "pw") for name, value in environment.items()}
     values["jwt_secret"] = "x" * 40
+    values["payment_webhook_secret"] = "w" * 40  # compose requires both from the environment
     settings = Settings(_env_file=None, **{k: v for k, v in values.items() if "${" not in v})  # type: ignore[call-arg]
     assert host_count(settings.sqlalchemy_database_url) == 3
     assert settings.redis_sentinel_nodes == [(f"sentinel{i}", 26379) for i in (1, 2, 3)]
