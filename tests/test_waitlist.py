@@ -199,16 +199,18 @@ async def test_entry_not_notified_cannot_book(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "status", "code"),
     [
-        {"event_id": 1, "quantity": 0},
-        {"event_id": 1, "quantity": 11},
-        {"event_id": 1},
-        {"event_id": "one", "quantity": 1},
+        ({"event_id": 1, "quantity": 0}, 422, "validation_error"),
+        ({"event_id": 1, "quantity": 11}, 400, "bad_request"),  # over MAX_TICKETS_PER_BOOKING
+        ({"event_id": 1}, 422, "validation_error"),
+        ({"event_id": "one", "quantity": 1}, 422, "validation_error"),
     ],
 )
-async def test_bad_waitlist_input_writes_nothing(api: Api, db: AsyncConnection, body: dict[str, object]) -> None:
+async def test_bad_waitlist_input_writes_nothing(
+    api: Api, db: AsyncConnection, body: dict[str, object], status: int, code: str
+) -> None:
     await sold_out(api, 1)
     response = await api.client.post("/api/v1/waitlist/", json=body, headers=api.headers(1))
-    assert 400 <= response.status_code < 500
+    assert (response.status_code, response.json()["code"]) == (status, code)
     assert await count(db, "waitlist_entries") == 0
