@@ -10,12 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.core.config import Settings
 from tests.checks import assert_invariant, count
 from tests.conftest import make_settings, running_app
-from tests.redis_server import free_port
-
-
-def closed_port() -> int:
-    """A port nothing listens on."""
-    return free_port()
+from tests.support import closed_port
 
 
 async def test_two_instances_sell_exactly_capacity(settings: Settings, db: AsyncConnection) -> None:

@@ -15,7 +15,7 @@ from app.core.config import Settings
 from migrate import alembic_config
 from tests import servers
 from tests.conftest import Api, make_settings, running_app
-from tests.test_concurrency import closed_port
+from tests.support import closed_port
 
 
 def _is_problem(response, status: int, code: str) -> None:  # type: ignore[no-untyped-def]

@@ -15,22 +15,8 @@ from app.core.config import Settings
 from app.core.security import Role, create_access_token
 from tests.checks import assert_invariant, count
 from tests.conftest import make_settings, running_app
-from tests.service_process import ServiceProcess, service_env
-
-
-def process_env(settings: Settings) -> dict[str, str]:
-    return service_env(
-        {
-            "DATABASE_URL": settings.sqlalchemy_database_url,
-            "REDIS_URL": settings.redis_connection_url,
-            "REDIS_KEY_PREFIX": settings.redis_key_prefix,
-            "EVENTS_CHANNEL_PREFIX": settings.events_channel_prefix,
-            "EVENTS_STREAM": settings.events_stream,
-            "INBOUND_CHANNEL_PREFIX": settings.inbound_channel_prefix,
-            "JWT_SECRET": settings.jwt_secret.get_secret_value(),
-            "SHUTDOWN_TIMEOUT_SECONDS": "10",
-        }
-    )
+from tests.service_process import ServiceProcess
+from tests.support import process_env
 
 
 async def test_sigterm_finishes_requests_in_flight(settings: Settings, db: AsyncConnection) -> None:
