@@ -317,9 +317,18 @@ async def test_cache_serves_own_writes_and_never_goes_back(settings: Settings, d
         await figures.store(old, None)
         assert json.loads(await redis.get(key))["available_capacity"] == row.available_capacity  # refused
         assert (await second.availability(1))["available_capacity"] == row.available_capacity
-        # Reads come from that entry: a newer one stored behind PostgreSQL's back is what is served.
-        await figures.store(dict(cached, version=row.version + 1, available_capacity=42), None)
-        assert (await second.availability(1))["available_capacity"] == 42
+        # A writer that committed earlier but stores late (here: `cached`, now older than a new
+        # commit by the other instance) never replaces the newer figure, in Redis or in any read.
+        assert (await second.book(6, 1, 2)).status_code == 201
+        await figures.store(cached, None)
+        await db.rollback()
+        newest = (await db.execute(text("SELECT version, available_capacity FROM event_availability"))).one()
+        assert newest.version > cached["version"]
+        entry = json.loads(await redis.get(key))
+        assert (entry["version"], entry["available_capacity"]) == (newest.version, newest.available_capacity)
+        for instance in (first, second):
+            read = await instance.availability(1)
+            assert (read["version"], read["available_capacity"]) == (newest.version, newest.available_capacity)
 
 
 async def test_cache_falls_back_to_postgres_with_redis_down(database_url: str) -> None:
