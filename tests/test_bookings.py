@@ -6,6 +6,7 @@ import asyncio
 import random
 from datetime import timedelta
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import clock
@@ -172,6 +173,11 @@ async def test_seats_of_lapsed_holds_go_to_the_next_bookings_at_once(api: Api, d
     await assert_invariant(db)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the README promises 409 reservation_not_active; the service answers the generic 409 conflict "
+    "(issue 14: the error catalogue's fix)",
+)
 async def test_booking_on_an_expired_hold_is_refused(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=3)
     hold = (
@@ -179,10 +185,14 @@ async def test_booking_on_an_expired_hold_is_refused(api: Api, db: AsyncConnecti
     ).json()
     clock.advance(timedelta(minutes=api.settings.reservation_timeout_minutes, seconds=1))
     response = await api.book(5, 1, 2, reservation_id=hold["id"])
-    assert response.status_code == 409
+    assert response.status_code == 409, response.text
     assert await count(db, "bookings") == 0
+    assert await count(db, "reservations", "status = 'converted'") == 0
+    assert await count(db, "audit_log", "action IN ('booking.created', 'reservation.converted')") == 0
+    assert await count(db, "outbox", "kind = 'created'") == 0
     assert (await api.availability(1))["available_capacity"] == 3
     await assert_invariant(db)
+    assert response.json()["code"] == "reservation_not_active"
 
 
 async def test_own_bookings_listed_newest_first_with_filters(api: Api) -> None:

@@ -29,7 +29,7 @@ from tests.checks import assert_invariant
 from tests.conftest import WEBHOOK_SECRET, make_settings, running_app
 from tests.redis_server import ThrowawayRedis
 from tests.service_process import ServiceProcess
-from tests.test_processes import process_env
+from tests.support import process_env
 
 pytestmark = pytest.mark.long
 
