@@ -33,9 +33,9 @@ from tests.checks import assert_invariant
 from tests.conftest import WEBHOOK_SECRET, make_settings, running_app
 from tests.ha.patroni_cluster import PatroniCluster, ensure_installed
 from tests.ha.redis_topology import ClusterTopology, SentinelTopology
+from tests.mixed_load import Client, Tally
 from tests.service_process import ServiceProcess
-from tests.test_long_multi_instance import Client, Tally
-from tests.test_processes import process_env
+from tests.support import process_env
 
 pytestmark = pytest.mark.ha
 
