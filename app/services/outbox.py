@@ -1,4 +1,6 @@
-"""Lifecycle messages (SPEC section 5), written to the outbox in the change's transaction."""
+"""Lifecycle messages (SPEC section 5), written to the outbox in the change's transaction.
+
+Their payloads follow the message schemas (app/schemas/messages.py), not the API's models."""
 
 from __future__ import annotations
 
@@ -10,9 +12,20 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import table_of
+from app.models.booking import Booking
+from app.models.event_availability import EventAvailability
 from app.models.outbox import OutboxMessage
+from app.models.waitlist import WaitlistEntry
+from app.schemas.messages import (
+    BOOKING_DATA_V1_FIELDS,
+    SCHEMA_VERSION,
+    AvailabilityDataV1,
+    BookingDataV1,
+    WaitlistDataV1,
+)
 
-SCHEMA_VERSION = 1
+BOOKING_DATA_V1_KEYS = frozenset(BOOKING_DATA_V1_FIELDS)
+
 OUTBOX_TABLE = table_of(OutboxMessage)
 
 # Message type -> the channel suffix it is published on (`evently:bookings:<kind>`).
@@ -33,36 +46,39 @@ KIND_BY_TYPE = {
 }
 
 
-def booking_message(message_type: str, booking: dict[str, Any], now: datetime) -> dict[str, Any]:
+def booking_message(message_type: str, booking: Booking, now: datetime) -> dict[str, Any]:
+    return booking_message_of(message_type, BookingDataV1.model_validate(booking).model_dump(mode="json"), now)
+
+
+def booking_message_of(message_type: str, rendered: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """From a booking already rendered to JSON (the batch's answer, every booking of a rush): version
+    1's fields of it; the rendering itself when it has exactly those (no copy on the hot path)."""
+    if rendered.keys() == BOOKING_DATA_V1_KEYS:
+        data = rendered
+    else:
+        data = {name: rendered[name] for name in BOOKING_DATA_V1_FIELDS}
+    return {
+        "id": str(uuid.uuid4()),
+        "type": message_type,
+        "schema_version": SCHEMA_VERSION,
+        "occurred_at": now.isoformat(),
+        "event_id": data["event_id"],
+        "user_id": data["user_id"],
+        "booking_id": data["id"],
+        "booking_data": data,
+    }
+
+
+def waitlist_message(message_type: str, entry: WaitlistEntry, now: datetime) -> dict[str, Any]:
+    data = WaitlistDataV1.model_validate(entry).model_dump(mode="json")
     return _message(
-        message_type,
-        booking["event_id"],
-        booking["user_id"],
-        now,
-        booking_id=booking["id"],
-        booking_data=booking,
+        message_type, entry.event_id, entry.user_id, now, waitlist_entry_id=entry.id, waitlist_data=data
     )
 
 
-def waitlist_message(message_type: str, entry: dict[str, Any], now: datetime) -> dict[str, Any]:
-    return _message(
-        message_type,
-        entry["event_id"],
-        entry["user_id"],
-        now,
-        waitlist_entry_id=entry["id"],
-        waitlist_data=entry,
-    )
-
-
-def availability_message(availability: dict[str, Any], now: datetime) -> dict[str, Any]:
-    return _message(
-        "AvailabilityChanged",
-        availability["event_id"],
-        None,
-        now,
-        availability_data=availability,
-    )
+def availability_message(event: EventAvailability, now: datetime) -> dict[str, Any]:
+    data = AvailabilityDataV1.model_validate(event).model_dump(mode="json")
+    return _message("AvailabilityChanged", event.event_id, None, now, availability_data=data)
 
 
 def _message(message_type: str, event_id: int, user_id: int | None, now: datetime, **body: Any) -> dict[str, Any]:
