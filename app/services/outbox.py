@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +17,7 @@ from app.models.booking import Booking
 from app.models.event_availability import EventAvailability
 from app.models.outbox import OutboxMessage
 from app.models.waitlist import WaitlistEntry
+from app.schemas.booking import BookingRead
 from app.schemas.messages import (
     BOOKING_DATA_V1_FIELDS,
     SCHEMA_VERSION,
@@ -24,7 +26,18 @@ from app.schemas.messages import (
     WaitlistDataV1,
 )
 
-BOOKING_DATA_V1_KEYS = frozenset(BOOKING_DATA_V1_FIELDS)
+
+def _renders_as(api_model: type[BaseModel], message_model: type[BaseModel]) -> bool:
+    """Whether the API model's JSON rendering is the message's: the same fields, of the same types."""
+
+    def fields(model: type[BaseModel]) -> list[tuple[str, Any, list[Any]]]:
+        return [(name, field.annotation, field.metadata) for name, field in model.model_fields.items()]
+
+    return fields(api_model) == fields(message_model)
+
+
+# Decided once: per booking of a rush, the batch's answer is its message's data as it is.
+BOOKING_READ_IS_V1 = _renders_as(BookingRead, BookingDataV1)
 
 OUTBOX_TABLE = table_of(OutboxMessage)
 
@@ -51,12 +64,14 @@ def booking_message(message_type: str, booking: Booking, now: datetime) -> dict[
 
 
 def booking_message_of(message_type: str, rendered: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """From a booking already rendered to JSON (the batch's answer, every booking of a rush): version
-    1's fields of it; the rendering itself when it has exactly those (no copy on the hot path)."""
-    if rendered.keys() == BOOKING_DATA_V1_KEYS:
+    """From a `BookingRead` already rendered to JSON (the batch's answer, for every booking of a rush):
+    the rendering itself while the API model renders as version 1, else version 1 made of it."""
+    if BOOKING_READ_IS_V1:
         data = rendered
     else:
-        data = {name: rendered[name] for name in BOOKING_DATA_V1_FIELDS}
+        data = BookingDataV1.model_validate({name: rendered[name] for name in BOOKING_DATA_V1_FIELDS}).model_dump(
+            mode="json"
+        )
     return {
         "id": str(uuid.uuid4()),
         "type": message_type,
