@@ -22,7 +22,7 @@ from app.application import create_app
 from app.core.clock import clock
 from app.core.config import Settings
 from app.db.redis import RedisGateway
-from app.services import events_inbound, outbox
+from app.services import capacity, events_inbound, outbox
 from app.services.availability_feed import AvailabilityFeed
 from app.services.outbox_relay import RELAY_LOCK_KEY, OutboxRelay
 from tests.checks import assert_invariant, count
@@ -101,7 +101,8 @@ async def test_a_rolled_back_transaction_publishes_nothing(api: Api, db: AsyncCo
     now = clock.now()
     with pytest.raises(RuntimeError):
         async with api.runtime.sessionmaker() as session, session.begin():
-            await outbox.enqueue(session, now, outbox.availability_message({"event_id": 1}, now))
+            event = await capacity.get_event(session, 1)
+            await outbox.enqueue(session, now, outbox.availability_message(event, now))
             raise RuntimeError("the change failed")
     refused = await api.book(5, 1, 2)  # 409: writes nothing either
     assert refused.status_code == 409
