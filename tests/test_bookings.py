@@ -6,7 +6,6 @@ import asyncio
 import random
 from datetime import timedelta
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import clock
@@ -173,11 +172,6 @@ async def test_seats_of_lapsed_holds_go_to_the_next_bookings_at_once(api: Api, d
     await assert_invariant(db)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the README promises 409 reservation_not_active; the service answers the generic 409 conflict "
-    "(issue 14: the error catalogue's fix)",
-)
 async def test_booking_on_an_expired_hold_is_refused(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=3)
     hold = (

@@ -18,10 +18,10 @@ from enum import Enum
 
 from app.core import metrics
 from app.core.config import RedisFailureMode, Settings
-from app.core.errors import ServiceUnavailableError, UnauthorizedError
+from app.core.errors import RedisBusyError, ServiceUnavailableError, TokenRevokedError
 from app.core.logging import get_logger
 from app.core.security import Principal
-from app.db.redis import RedisBusyError, RedisGateway, RedisPoolTimeoutError, RedisUnavailable
+from app.db.redis import RedisGateway, RedisPoolTimeoutError, RedisUnavailable
 
 log = get_logger(__name__)
 TokenKey = tuple[int, str | None]
@@ -49,7 +49,7 @@ class RevocationChecker:
             return
         verdict = await self._shared_lookup(key, principal)
         if verdict is Verdict.REVOKED:
-            raise UnauthorizedError("The access token has been revoked", code="token_revoked")
+            raise TokenRevokedError("The access token has been revoked")
         if verdict is Verdict.BUSY:
             raise RedisBusyError()
         if verdict is Verdict.UNCHECKED:

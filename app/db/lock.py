@@ -18,19 +18,11 @@ from redis.asyncio.lock import Lock
 
 from app.core import metrics
 from app.core.config import Settings
-from app.core.errors import ServiceUnavailableError
+from app.core.errors import LockTimeoutError
 from app.core.logging import get_logger
 from app.db.redis import RedisGateway, RedisUnavailable, queue_script
 
 log = get_logger(__name__)
-
-
-class LockTimeoutError(ServiceUnavailableError):
-    code = "lock_timeout"
-    title = "Event busy"
-
-    def __init__(self, event_id: int) -> None:
-        super().__init__(f"Event {event_id} is busy, try again shortly", headers={"Retry-After": "1"})
 
 
 def _lock(gateway: RedisGateway, settings: Settings, event_id: int) -> Lock:

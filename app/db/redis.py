@@ -32,7 +32,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.core import metrics
 from app.core.circuit_breaker import CircuitBreaker, CircuitOpenError
 from app.core.config import Settings
-from app.core.errors import ServiceUnavailableError
 from app.core.logging import get_logger
 
 T = TypeVar("T")
@@ -52,16 +51,6 @@ RedisUnavailable: tuple[type[BaseException], ...] = (*REDIS_FAILURES, CircuitOpe
 
 class RedisPoolTimeoutError(MaxConnectionsError):
     """Every pooled connection stayed busy for REDIS_POOL_TIMEOUT_SECONDS: Redis is busy, not down."""
-
-
-class RedisBusyError(ServiceUnavailableError):
-    """A check that needs Redis could not get a connection in time; the client should retry soon."""
-
-    code = "service_busy"
-    title = "Service busy"
-
-    def __init__(self) -> None:
-        super().__init__("Too many requests at once; try again shortly", headers={"Retry-After": "1"})
 
 
 class WaitingConnectionPool(BlockingConnectionPool):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.services.payments import SignatureError, sign, verify_signature
+from app.core.errors import InvalidSignatureError
+from app.services.payments import sign, verify_signature
 
 SECRET = "whsec_unit_" + "z" * 24
 BODY = b'{"payment_reference": "pay_1", "outcome": "succeeded"}'
@@ -14,7 +15,7 @@ NOW = 1_900_000_000
 def refusal(header: str | None, body: bytes = BODY, secret: str = SECRET, now: float = NOW) -> str | None:
     try:
         verify_signature(header, body, secret, tolerance=300, now=now)
-    except SignatureError as error:
+    except InvalidSignatureError as error:  # StaleSignatureError is one too
         return error.code
     return None
 

@@ -8,8 +8,16 @@ from fastapi import APIRouter, Body, Depends, Path, Query
 
 from app.api.deps import AdminUser, ReadSessionDep, RuntimeDep, SessionDep, require_admin
 from app.api.v1 import PREFIX, examples
-from app.api.v1.responses import ADMIN, BODY, LOCKED, VALIDATED, WRITE, Answer, problems, transition
-from app.core.errors import BadRequestError, NotFoundError
+from app.api.v1.responses import ADMIN, BODY, LOCKED, VALIDATED, WRITE, Answer, problems
+from app.core.errors import (
+    BadRequestError,
+    BookingNotConfirmableError,
+    BookingNotRefundableError,
+    CapacityBelowHeldError,
+    NotFoundError,
+    UnstorableValueError,
+    WaitlistNotCancellableError,
+)
 from app.models.enums import BookingStatus, PaymentStatus, WaitlistStatus
 from app.schemas.admin import (
     AdminBookingRead,
@@ -24,11 +32,8 @@ from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, IsoDateTime, Page
 from app.schemas.waitlist import WaitlistAdminUpdate, WaitlistEntryRead
 from app.services import audit, availability, bookings, waitlist
 from app.services.audit import Actor, AuditFilter
-from app.services.availability import CapacityBelowHeldError
 
-router = APIRouter(
-    prefix=f"{PREFIX}/admin", tags=["admin"], dependencies=[Depends(require_admin)]
-)
+router = APIRouter(prefix=f"{PREFIX}/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
@@ -42,16 +47,16 @@ NOT_FOUND = Answer.of(NotFoundError)
 PROBLEMS = {
     "adminListBookings": problems(ADMIN, VALIDATED),
     "adminGetBooking": problems(ADMIN, VALIDATED, NOT_FOUND),
-    "confirmBooking": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, transition("booking_not_confirmable")),
-    "refundBooking": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, transition("booking_not_refundable")),
+    "confirmBooking": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, Answer.of(BookingNotConfirmableError)),
+    "refundBooking": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, Answer.of(BookingNotRefundableError)),
     "listEventOverviews": problems(ADMIN, VALIDATED),
     "upsertAvailability": problems(ADMIN, BODY, WRITE, LOCKED, Answer.of(CapacityBelowHeldError)),
     "adminListWaitlist": problems(ADMIN, VALIDATED),
     "updateWaitlistEntry": problems(
-        ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, Answer.of(BadRequestError), transition("waitlist_not_cancellable")
+        ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, Answer.of(BadRequestError), Answer.of(WaitlistNotCancellableError)
     ),
     # A filter PostgreSQL cannot take (app/api/problems.py database_error).
-    "listAuditEntries": problems(ADMIN, VALIDATED, Answer(422, "invalid_value", "Unprocessable Content")),
+    "listAuditEntries": problems(ADMIN, VALIDATED, Answer.of(UnstorableValueError)),
 }
 
 
