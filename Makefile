@@ -10,7 +10,7 @@ ARGS ?=
 # Installs print to stderr, so `TOKEN=$$(make token)` holds only the token even on a first run.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check --progress-bar on
 
-.PHONY: run token test test-long lint typecheck migrate lock bench bench-spread bench-rush bench-pg bench-profile clean
+.PHONY: run token test test-long test-ha lint typecheck migrate lock bench bench-spread bench-rush bench-pg bench-profile clean
 
 $(PY):
 	@echo "creating $(VENV) with $(PYTHON) (first run)" >&2
@@ -37,11 +37,15 @@ token: $(RUN_DEPS)
 
 ## Lint, type-check and run the test suite (embedded servers when none answers).
 test: lint typecheck
-	$(PY) -m pytest -m "not long" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not long and not ha" $(PYTEST_ARGS)
 
 ## The minute-long multi-instance load and the API fuzz run.
 test-long: $(DEV_DEPS)
 	$(PY) -m pytest -m long $(PYTEST_ARGS)
+
+## Sentinel, Cluster and Patroni failover on throwaway loopback servers (installs etcd and Patroni).
+test-ha: $(DEV_DEPS)
+	$(PY) -m pytest -m ha -s $(PYTEST_ARGS)
 
 lint: $(DEV_DEPS)
 	$(PY) -m ruff check .

@@ -22,7 +22,7 @@ from app.core.config import Environment, Settings, load_settings
 from app.core.exit_signal import on_exit_signal
 from app.core.logging import configure_logging, get_logger, wants_console
 from app.db.redis import RedisGateway
-from app.db.session import create_engine, create_sessionmaker
+from app.db.session import create_engine, create_read_engine, create_sessionmaker
 from app.services.booking_batcher import BookingBatcher
 from app.services.events_inbound import run_subscriber
 from app.services.outbox_relay import OutboxRelay
@@ -37,7 +37,9 @@ log = get_logger(__name__)
 
 def build_runtime(settings: Settings) -> Runtime:
     engine = create_engine(settings)
-    runtime = Runtime(settings, engine, create_sessionmaker(engine), RedisGateway(settings))
+    runtime = Runtime(
+        settings, engine, create_sessionmaker(engine), RedisGateway(settings), create_read_engine(settings)
+    )
     runtime.batcher = BookingBatcher(runtime, release_lapsed=release_lapsed_holds)
     return runtime
 
@@ -95,6 +97,8 @@ async def _shut_down(runtime: Runtime, relay: OutboxRelay, tasks: list[asyncio.T
         log.warning("booking_batch_not_finished")
     await runtime.redis.close()
     await runtime.engine.dispose()
+    if runtime.read_engine is not None:
+        await runtime.read_engine.dispose()
     log.info("service_stopped")
 
 

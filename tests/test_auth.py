@@ -12,7 +12,7 @@ from jose import jwt
 from app.core.config import RedisFailureMode
 from app.core.security import Role, create_access_token
 from tests.conftest import TEST_JWT_SECRET, Api, make_settings, running_app
-from tests.test_concurrency import closed_port
+from tests.support import closed_port
 
 URL = "/api/v1/bookings/"
 

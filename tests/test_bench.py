@@ -23,7 +23,7 @@ from bench.results import new_run
 from bench.server import server_pids
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.service_process import ROOT, ServiceProcess
-from tests.test_processes import process_env
+from tests.support import process_env
 
 USERS = 200
 CHECKS = ("invariant violations", "201 answers / booking rows", "audit rows / outbox rows", "seat counters vs rows")

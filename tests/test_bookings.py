@@ -179,10 +179,14 @@ async def test_booking_on_an_expired_hold_is_refused(api: Api, db: AsyncConnecti
     ).json()
     clock.advance(timedelta(minutes=api.settings.reservation_timeout_minutes, seconds=1))
     response = await api.book(5, 1, 2, reservation_id=hold["id"])
-    assert response.status_code == 409
+    assert response.status_code == 409, response.text
     assert await count(db, "bookings") == 0
+    assert await count(db, "reservations", "status = 'converted'") == 0
+    assert await count(db, "audit_log", "action IN ('booking.created', 'reservation.converted')") == 0
+    assert await count(db, "outbox", "kind = 'created'") == 0
     assert (await api.availability(1))["available_capacity"] == 3
     await assert_invariant(db)
+    assert response.json()["code"] == "reservation_not_active"
 
 
 async def test_own_bookings_listed_newest_first_with_filters(api: Api) -> None:

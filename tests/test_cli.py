@@ -16,7 +16,7 @@ from app.core.config import DEVELOPMENT_WEBHOOK_SECRET, Environment, Settings
 from app.core.security import Role, TokenVerifier
 from tests.conftest import ROOT, TEST_JWT_SECRET
 from tests.service_process import ServiceProcess
-from tests.test_processes import process_env
+from tests.support import process_env
 
 # No database, no Redis, no webhook secret: what a newcomer's shell has.
 TOOL_ENV_DROPPED = ("DATABASE_URL", "DB_HOST", "REDIS_URL", "REDIS_HOST", "PAYMENT_WEBHOOK_SECRET", "JWT_SECRET")

@@ -148,8 +148,14 @@ def test_compose_wires_postgres_redis_migration_and_service(compose: dict[str, A
     assert (8002, 8002) in published(bookings)
     assert bookings["environment"]["JWT_SECRET"] == COMPOSE_ENV["JWT_SECRET"]
     known = {name.upper() for name in Settings.model_fields} | {"ZERO_TOKEN", "ZERO_PICK"}
-    assert set(bookings["environment"]) <= known
+    for name in bookings["environment"]:
+        assert name in known, f"{name} is not a setting"
     assert {"postgres-data", "redis-data"} <= compose["volumes"].keys()
+    scaled = services["bookings-scaled"]
+    assert scaled["profiles"] == ["scale"] and scaled["deploy"]["replicas"] == 3
+    # compose's renderer may make the path absolute
+    [config] = services["loadbalancer"]["volumes"]
+    assert config.endswith("deploy/nginx.conf:/etc/nginx/nginx.conf:ro")
     assert "bookings-scaled:8002" in (ROOT / "deploy" / "nginx.conf").read_text()
 
 

@@ -22,12 +22,13 @@ from app.application import create_app
 from app.core.clock import clock
 from app.core.config import Settings
 from app.db.redis import RedisGateway
-from app.services import events_inbound, outbox
+from app.services import events_inbound
 from app.services.availability_feed import AvailabilityFeed
 from app.services.outbox_relay import RELAY_LOCK_KEY, OutboxRelay
 from tests.checks import assert_invariant, count
 from tests.conftest import Api, make_settings, running_app
 from tests.redis_server import ThrowawayRedis, free_port
+from tests.support import concurrent_writer
 
 
 def relay_of(api: Api) -> OutboxRelay:
@@ -96,18 +97,22 @@ async def test_lifecycle_messages_reach_channels_and_stream(api: Api, redis: Red
     assert len(read[0][1]) == len(in_stream)
 
 
-async def test_a_rolled_back_transaction_publishes_nothing(api: Api, db: AsyncConnection, redis: Redis) -> None:
-    await api.create_event(1, capacity=1)
-    now = clock.now()
-    with pytest.raises(RuntimeError):
-        async with api.runtime.sessionmaker() as session, session.begin():
-            await outbox.enqueue(session, now, outbox.availability_message({"event_id": 1}, now))
-            raise RuntimeError("the change failed")
-    refused = await api.book(5, 1, 2)  # 409: writes nothing either
-    assert refused.status_code == 409
-    assert await count(db, "outbox", "kind <> 'availability_changed'") == 0
-    await relay_of(api).publish_pending()
-    assert [m["type"] for m in await stream_messages(redis, api.settings.events_stream)] == ["AvailabilityChanged"]
+async def test_a_rolled_back_transaction_publishes_nothing(
+    database_url: str, settings: Settings, db: AsyncConnection, redis: Redis
+) -> None:
+    async with running_app(settings.model_copy(update={"version_conflict_retries": 0})) as api:
+        await api.create_event(1, capacity=5)
+        # The booking's transaction writes its booking, audit row and BookingCreated message, then its
+        # last statement (the capacity UPDATE) finds the event changed by another writer: rolled back.
+        async with concurrent_writer(database_url, settings, 1) as writer, asyncio.timeout(60):
+            refused, stale = await writer.make_stale(lambda: api.book(5, 1, 2))
+        assert stale == 1
+        assert (refused.status_code, refused.json()["code"]) == (409, "version_conflict")
+        assert await count(db, "outbox", "kind <> 'availability_changed'") == 0
+        assert await relay_of(api).publish_pending() == 1  # the event's creation, nothing else
+        published = await stream_messages(redis, api.settings.events_stream)
+        assert [m["type"] for m in published] == ["AvailabilityChanged"]
+        assert await count(db, "bookings") == 0
 
 
 async def test_messages_survive_redis_outage_in_order(database_url: str, db: AsyncConnection) -> None:
@@ -312,9 +317,18 @@ async def test_cache_serves_own_writes_and_never_goes_back(settings: Settings, d
         await figures.store(old, None)
         assert json.loads(await redis.get(key))["available_capacity"] == row.available_capacity  # refused
         assert (await second.availability(1))["available_capacity"] == row.available_capacity
-        # Reads come from that entry: a newer one stored behind PostgreSQL's back is what is served.
-        await figures.store(dict(cached, version=row.version + 1, available_capacity=42), None)
-        assert (await second.availability(1))["available_capacity"] == 42
+        # A writer that committed earlier but stores late (here: `cached`, now older than a new
+        # commit by the other instance) never replaces the newer figure, in Redis or in any read.
+        assert (await second.book(6, 1, 2)).status_code == 201
+        await figures.store(cached, None)
+        await db.rollback()
+        newest = (await db.execute(text("SELECT version, available_capacity FROM event_availability"))).one()
+        assert newest.version > cached["version"]
+        entry = json.loads(await redis.get(key))
+        assert (entry["version"], entry["available_capacity"]) == (newest.version, newest.available_capacity)
+        for instance in (first, second):
+            read = await instance.availability(1)
+            assert (read["version"], read["available_capacity"]) == (newest.version, newest.available_capacity)
 
 
 async def test_cache_falls_back_to_postgres_with_redis_down(database_url: str) -> None:

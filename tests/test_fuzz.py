@@ -25,7 +25,7 @@ from schemathesis.core.transport import Response
 from app.core.security import Role, create_access_token
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.service_process import ServiceProcess
-from tests.test_processes import process_env
+from tests.support import process_env
 
 pytestmark = pytest.mark.long
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.core.security import MAX_NUMERIC_DATE
 from tests.checks import count
 from tests.conftest import TEST_JWT_SECRET, WEBHOOK_SECRET, Api
-from tests.test_payments import pay
+from tests.support import pay
 
 URL = "/api/v1/bookings/"
 LATER = int(time.time()) + 3600

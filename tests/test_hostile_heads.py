@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.service_process import ServiceProcess
-from tests.test_processes import process_env
+from tests.support import process_env
 
 HEAD_TIMEOUT = 2
 

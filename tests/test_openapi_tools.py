@@ -23,7 +23,7 @@ from app.application import create_app
 from app.core.security import Role, create_access_token
 from tests.conftest import make_settings
 from tests.service_process import ServiceProcess
-from tests.test_processes import process_env
+from tests.support import process_env
 
 pytestmark = pytest.mark.long
 

@@ -2,53 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import clock
 from app.services.payments import sign
 from tests.checks import assert_invariant, count
 from tests.conftest import WEBHOOK_SECRET, Api
-
-
-async def pay(api: Api, user: int, booking_id: int) -> dict[str, Any]:
-    response = await api.client.post(
-        f"/api/v1/bookings/{booking_id}/payment", json={"payment_method": "card"}, headers=api.headers(user)
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-async def webhook(
-    api: Api,
-    intent: dict[str, Any],
-    outcome: str = "succeeded",
-    *,
-    amount: str | None = None,
-    secret: str = WEBHOOK_SECRET,
-    timestamp: int | None = None,
-    currency: str | None = None,
-) -> httpx.Response:
-    body = json.dumps(
-        {
-            "payment_reference": intent["payment_reference"],
-            "outcome": outcome,
-            "amount": amount or intent["amount"],
-            "currency": currency or intent["currency"],
-        }
-    ).encode()
-    headers = {"Evently-Signature": sign(body, secret, timestamp), "content-type": "application/json"}
-    return await api.client.post("/api/v1/payments/webhook", content=body, headers=headers)
-
-
-async def figures(api: Api, event_id: int = 1) -> tuple[int, int, int]:
-    data = await api.availability(event_id)
-    return data["available_capacity"], data["reserved_capacity"], data["confirmed_capacity"]
+from tests.support import figures, pay, webhook
 
 
 async def test_happy_path_booking_paid_confirmed(api: Api, db: AsyncConnection) -> None:

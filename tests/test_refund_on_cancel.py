@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.checks import assert_invariant, count
 from tests.conftest import Api
-from tests.test_payments import figures, pay, webhook
-
-
-async def messages_about(db: AsyncConnection, booking_id: int) -> list[dict[str, Any]]:
-    await db.rollback()
-    rows = await db.execute(
-        text("SELECT payload FROM outbox WHERE (payload->>'booking_id')::bigint = :id ORDER BY id"), {"id": booking_id}
-    )
-    return [dict(payload) for payload in rows.scalars()]
+from tests.support import figures, messages_about, pay, webhook
 
 
 async def test_cancelling_a_paid_booking_refunds_it(api: Api, db: AsyncConnection) -> None:

@@ -15,9 +15,7 @@ from typing import Any
 import pytest
 
 from app.core.config import Environment, Settings, SettingsError, load_settings
-
-ROOT = Path(__file__).resolve().parent.parent
-BASE_ENV = {"DATABASE_URL": "postgresql://u@db:5432/bookings", "REDIS_URL": "redis://cache:6379/0"}
+from tests.support import BASE_ENV, ROOT
 
 
 @pytest.fixture

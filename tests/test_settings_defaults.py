@@ -7,8 +7,7 @@ import pytest
 from app.core.config import SettingsError, load_settings
 from tests.conftest import make_settings
 from tests.service_process import ServiceProcess
-from tests.test_processes import process_env
-from tests.test_settings import BASE_ENV, ROOT
+from tests.support import BASE_ENV, ROOT, process_env
 
 STRONG = "s" * 48
 SET_HERE = ("HOST", "PAYMENT_WEBHOOK_SECRET", "ENVIRONMENT", "JWT_SECRET", "DATABASE_URL", "REDIS_URL")

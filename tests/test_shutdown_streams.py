@@ -11,7 +11,7 @@ import httpx
 from app.core.config import Settings
 from app.core.security import Role, create_access_token
 from tests.service_process import ServiceProcess
-from tests.test_processes import process_env
+from tests.support import process_env
 
 # uvicorn's graceful timeout: before the fix, a stop with open streams waited all of it.
 GRACEFUL_SECONDS = 20

@@ -17,7 +17,7 @@ from tests.checks import assert_invariant, count
 from tests.conftest import Api, make_settings, running_app
 from tests.redis_server import ThrowawayRedis
 from tests.service_process import ServiceProcess
-from tests.test_processes import process_env
+from tests.support import process_env
 
 QUEUE = "/api/v1/queue"
 

@@ -13,8 +13,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import PROBLEM_JSON, problem_body
+from app.api.problems import PROBLEM_JSON, error_body
 from app.core import metrics
+from app.core.errors import PayloadTooLargeError
 from app.core.logging import get_logger
 
 log = get_logger("access")
@@ -104,8 +105,8 @@ def _limited(receive: Receive, limit: int) -> Receive:
 
 def _too_large(limit: int) -> JSONResponse:
     detail = f"The request body is larger than {limit} bytes"
-    body = problem_body(413, "payload_too_large", "Payload Too Large", detail, instance=None)
-    return JSONResponse(body, status_code=413, media_type=PROBLEM_JSON)
+    body = error_body(PayloadTooLargeError, detail, instance=None)
+    return JSONResponse(body, status_code=PayloadTooLargeError.status_code, media_type=PROBLEM_JSON)
 
 
 def _request_id(scope: Scope) -> str:

@@ -11,22 +11,38 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import AppError
+from app.core.errors import (
+    AppError,
+    BadRequestError,
+    DatabaseUnavailableError,
+    ForbiddenError,
+    InternalError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    UnauthorizedError,
+    UnstorableValueError,
+    ValidationFailedError,
+)
 from app.core.logging import get_logger
 
 log = get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-HTTP_CODES = {
-    400: ("bad_request", "Bad Request"),
-    401: ("not_authenticated", "Unauthorized"),
-    403: ("forbidden", "Forbidden"),
-    404: ("not_found", "Not Found"),
-    405: ("method_not_allowed", "Method Not Allowed"),
-    413: ("payload_too_large", "Payload Too Large"),
-    415: ("unsupported_media_type", "Unsupported Media Type"),
-    422: ("validation_error", "Unprocessable Content"),
-    429: ("rate_limited", "Too Many Requests"),
+# The statuses the framework raises as an HTTPException (routing, body parsing, the body limit), by class.
+HTTP_ERRORS: dict[int, type[AppError]] = {
+    error.status_code: error
+    for error in (
+        BadRequestError,
+        UnauthorizedError,
+        ForbiddenError,
+        NotFoundError,
+        MethodNotAllowedError,
+        PayloadTooLargeError,
+        ValidationFailedError,
+        RateLimitedError,
+    )
 }
 
 
@@ -44,22 +60,24 @@ def problem_body(status: int, code: str, title: str, detail: str, instance: str 
     return body
 
 
+def error_body(error: type[AppError], detail: str, instance: str | None, **extra: Any) -> dict[str, Any]:
+    return problem_body(error.status_code, error.code, error.title, detail, instance, **extra)
+
+
 def problem(
-    status: int,
-    code: str,
-    title: str,
+    error: type[AppError],
     detail: str,
     request: Request | None = None,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body = problem_body(status, code, title, detail, request.url.path if request else None, **extra)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    body = error_body(error, detail, request.url.path if request else None, **extra)
+    return JSONResponse(body, status_code=error.status_code, headers=headers, media_type=PROBLEM_JSON)
 
 
 async def app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return problem(exc.status_code, exc.code, exc.title, exc.detail, request, exc.headers, **exc.extra)
+    return problem(type(exc), exc.detail, request, exc.headers, **exc.extra)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -73,27 +91,25 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         for err in exc.errors()
     ]
     fields = ", ".join(e["field"] for e in errors) or "request"
-    return problem(422, "validation_error", "Unprocessable Content", f"Invalid input: {fields}", request, errors=errors)
+    return problem(ValidationFailedError, f"Invalid input: {fields}", request, errors=errors)
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code, title = HTTP_CODES.get(exc.status_code, ("http_error", "HTTP Error"))
-    detail = exc.detail if isinstance(exc.detail, str) else title
-    if exc.status_code == 404 and detail == "Not Found":
+    error = HTTP_ERRORS.get(exc.status_code)
+    if error is None:  # no part of the service raises another status; should one, it is a bug
+        log.error("unexpected_http_status", status=exc.status_code)
+        return await unhandled(request, exc)
+    detail = exc.detail if isinstance(exc.detail, str) else error.title
+    if error is NotFoundError and detail == "Not Found":
         detail = f"No route matches {request.method} {request.url.path}"
-    return problem(exc.status_code, code, title, detail, request, dict(exc.headers or {}))
+    return problem(error, detail, request, dict(exc.headers or {}))
 
 
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error("database_unavailable", error_type=type(exc).__name__)
     return problem(
-        503,
-        "database_unavailable",
-        "Service Unavailable",
-        "The database is unavailable; please retry shortly",
-        request,
-        {"Retry-After": "2"},
+        DatabaseUnavailableError, "The database is unavailable; please retry shortly", request, {"Retry-After": "2"}
     )
 
 
@@ -105,9 +121,7 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
         return await database_unavailable(request, exc)
     if str(getattr(exc.orig, "sqlstate", "") or "").startswith("22"):
         log.warning("database_rejected_value", sqlstate=getattr(exc.orig, "sqlstate", None))
-        return problem(
-            422, "invalid_value", "Unprocessable Content", "A value in the request cannot be stored", request
-        )
+        return problem(UnstorableValueError, "A value in the request cannot be stored", request)
     return await unhandled(request, exc)
 
 
@@ -115,7 +129,7 @@ async def unhandled(request: Request, exc: Exception) -> JSONResponse:
     if _is_connection_failure(exc):
         return await database_unavailable(request, exc)
     log.exception("unhandled_error", error_type=type(exc).__name__)
-    return problem(500, "internal_error", "Internal Server Error", "An unexpected error occurred", request)
+    return problem(InternalError, "An unexpected error occurred", request)
 
 
 def _is_connection_failure(exc: BaseException) -> bool:

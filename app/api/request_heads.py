@@ -19,7 +19,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.api.problems import PROBLEM_JSON, problem_body
+from app.api.problems import PROBLEM_JSON, error_body
+from app.core.errors import AppError, HeaderFieldsTooLargeError, RequestTimeoutError
 
 
 class HeadTooLargeError(Exception):
@@ -62,7 +63,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self.head_bytes += len(data)
         super().data_received(data)
         if self.head_bytes is not None and self.head_bytes > self.max_head_bytes:
-            self._refuse(http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request_header_fields_too_large")
+            self._refuse(HeaderFieldsTooLargeError)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -86,7 +87,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         if self.head_oversized:
-            self._refuse(http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request_header_fields_too_large")
+            self._refuse(HeaderFieldsTooLargeError)
         else:
             super().send_400_response(msg)
 
@@ -111,27 +112,30 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self.head_timer = None
         if self.head_bytes:  # part of a head came: say why the connection ends
-            self._refuse(http.HTTPStatus.REQUEST_TIMEOUT, "request_timeout")
+            self._refuse(RequestTimeoutError)
         elif not self.transport.is_closing():
             self.transport.close()
 
-    def _refuse(self, status: http.HTTPStatus, code: str) -> None:
+    def _refuse(self, error: type[AppError]) -> None:
         """Answer (unless a response is still being written) and close the connection."""
         self.head_bytes = None
         self._stop_head_timer()
         if self.transport.is_closing():
             return
         if self.cycle is None or self.cycle.response_complete:
-            self.transport.write(_problem_response(status, code, self.server_state.default_headers))
+            self.transport.write(_problem_response(error, self.server_state.default_headers))
         self.transport.close()
 
 
-def _problem_response(status: http.HTTPStatus, code: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
-    detail = {
-        http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "The request line and headers are too large",
-        http.HTTPStatus.REQUEST_TIMEOUT: "The request line and headers did not arrive in time",
-    }[status]
-    body = json.dumps(problem_body(status.value, code, status.phrase, detail, None)).encode()
+DETAILS: dict[type[AppError], str] = {
+    HeaderFieldsTooLargeError: "The request line and headers are too large",
+    RequestTimeoutError: "The request line and headers did not arrive in time",
+}
+
+
+def _problem_response(error: type[AppError], default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    body = json.dumps(error_body(error, DETAILS[error], None)).encode()
+    status = http.HTTPStatus(error.status_code)
     lines = [f"HTTP/1.1 {status.value} {status.phrase}".encode()]
     lines += [name + b": " + value for name, value in default_headers]
     lines += [

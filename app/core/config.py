@@ -17,6 +17,7 @@ from pydantic_settings import (
 )
 
 from app.core.zero_source import ZeroSettingsSource, ZeroUnavailableError
+from app.db.urls import READER_ATTRS, sqlalchemy_url
 
 # Compose and Kubernetes secrets arrive as files here, one per setting (`jwt_secret`, `db_password`, ...).
 SECRETS_DIR = Path("/run/secrets")
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     database_url: str | None = None
+    database_read_url: str | None = None
     db_host: str | None = None
     db_port: int = Field(5432, ge=1, le=65535)
     db_name: str = "bookings"
@@ -66,6 +68,10 @@ class Settings(BaseSettings):
     redis_password: SecretStr = SecretStr("")
     redis_use_tls: bool = False
     redis_socket_timeout_seconds: float = Field(0.5, gt=0)
+    redis_sentinels: str | None = None
+    redis_sentinel_service: str = "mymaster"
+    redis_cluster_nodes: str | None = None
+    redis_wait_replicas: int = Field(0, ge=0)
     redis_key_prefix: str = "evently:bookings-svc:"
     redis_breaker_failure_threshold: int = Field(3, ge=1)
     redis_breaker_reset_seconds: float = Field(5.0, gt=0)
@@ -165,8 +171,7 @@ class Settings(BaseSettings):
                 )
         if not self.database_url and not self.db_host:
             raise ValueError("DATABASE_URL or DB_HOST must be set")
-        if not self.redis_url and not self.redis_host:
-            raise ValueError("REDIS_URL or REDIS_HOST must be set")
+        _one_redis_topology(self)
         return self
 
     @property
@@ -182,14 +187,23 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_database_url(self) -> str:
         if self.database_url:
-            url = self.database_url
-            for plain in ("postgresql://", "postgres://"):
-                if url.startswith(plain):
-                    url = "postgresql+asyncpg://" + url[len(plain) :]
-            return url
+            return sqlalchemy_url(self.database_url)
         password = self.db_password.get_secret_value()
         credentials = f"{self.db_user}:{password}" if password else self.db_user
         return f"postgresql+asyncpg://{credentials}@{self.db_host}:{self.db_port}/{self.db_name}"
+
+    @property
+    def sqlalchemy_read_database_url(self) -> str | None:
+        """Replicas for reads that may lag; None: everything goes to DATABASE_URL."""
+        return sqlalchemy_url(self.database_read_url, READER_ATTRS) if self.database_read_url else None
+
+    @property
+    def redis_sentinel_nodes(self) -> list[tuple[str, int]]:
+        return parse_nodes(self.redis_sentinels or "")
+
+    @property
+    def redis_cluster_startup_nodes(self) -> list[tuple[str, int]]:
+        return parse_nodes(self.redis_cluster_nodes or "")
 
     @property
     def redis_connection_url(self) -> str:
@@ -227,6 +241,38 @@ def webhook_secret_for(environment: Environment, configured: SecretStr) -> Secre
     if environment is Environment.DEVELOPMENT and not configured.get_secret_value():
         return SecretStr(DEVELOPMENT_WEBHOOK_SECRET)
     return configured
+
+
+def parse_nodes(value: str) -> list[tuple[str, int]]:
+    """`host:port,host:port` -> [(host, port), ...]; a bracketed IPv6 host loses its brackets."""
+    nodes = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
+def _one_redis_topology(settings: Settings) -> None:
+    """Exactly one of: a single Redis (URL or host), Sentinels, a Cluster."""
+    given = [
+        name
+        for name, value in (
+            ("REDIS_URL/REDIS_HOST", settings.redis_url or settings.redis_host),
+            ("REDIS_SENTINELS", settings.redis_sentinels),
+            ("REDIS_CLUSTER_NODES", settings.redis_cluster_nodes),
+        )
+        if value
+    ]
+    if not given:
+        raise ValueError("one of REDIS_URL, REDIS_HOST, REDIS_SENTINELS or REDIS_CLUSTER_NODES must be set")
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)} are set together; give one Redis topology")
+    parse_nodes(settings.redis_sentinels or "")
+    parse_nodes(settings.redis_cluster_nodes or "")
 
 
 class SettingsError(SystemExit):

@@ -12,8 +12,8 @@ import time
 
 from redis.asyncio import Redis
 
-from app.core.errors import RateLimitedError
-from app.db.redis import RedisBusyError, RedisGateway, RedisPoolTimeoutError, RedisUnavailable
+from app.core.errors import RateLimitedError, RedisBusyError
+from app.db.redis import RedisGateway, RedisPoolTimeoutError, RedisUnavailable
 
 WINDOW_SECONDS = 60
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from app.core import metrics
 from app.core.config import RedisFailureMode, Settings
-from app.core.errors import ServiceUnavailableError, UnauthorizedError
+from app.core.errors import RedisBusyError, ServiceUnavailableError, TokenRevokedError
 from app.core.logging import get_logger
 from app.core.security import Principal
-from app.db.redis import RedisBusyError, RedisGateway, RedisPoolTimeoutError, RedisUnavailable
+from app.db.redis import RedisGateway, RedisPoolTimeoutError, RedisUnavailable
 
 log = get_logger(__name__)
 TokenKey = tuple[int, str | None]
@@ -56,7 +56,7 @@ class RevocationChecker:
         # Shielded: a waiter that goes away does not cancel the lookup for the others.
         verdict = await asyncio.shield(self._lookup_of(key, principal))
         if verdict is Verdict.REVOKED:
-            raise UnauthorizedError("The access token has been revoked", code="token_revoked")
+            raise TokenRevokedError("The access token has been revoked")
         if verdict is Verdict.BUSY:
             raise RedisBusyError()
         if verdict is Verdict.UNCHECKED:

@@ -13,7 +13,7 @@ from jose import JWTError, jwt
 from pydantic import SecretStr
 
 from app.core.config import Settings
-from app.core.errors import UnauthorizedError
+from app.core.errors import InvalidTokenError
 
 
 class Role(StrEnum):
@@ -53,7 +53,7 @@ class TokenVerifier:
             if expires > time.time():
                 return principal
             del self._verified[token]
-            raise UnauthorizedError("The access token is invalid or expired", code="invalid_token")
+            raise InvalidTokenError("The access token is invalid or expired")
         principal, expires = _decode(token, self._settings)
         principal = replace(principal, expires_at=expires)
         if len(self._verified) >= self._max_entries:
@@ -80,9 +80,9 @@ def _decode(token: str, settings: Settings) -> tuple[Principal, float]:
             token, settings.jwt_secret.get_secret_value(), algorithms=[settings.jwt_algorithm], options=JOSE_OPTIONS
         )
     except (JWTError, RecursionError) as exc:  # a deeply nested header or payload overflows json's parser
-        raise UnauthorizedError("The access token is invalid or expired", code="invalid_token") from exc
+        raise InvalidTokenError("The access token is invalid or expired") from exc
     if claims.get("type", "access") != "access":
-        raise UnauthorizedError("Only access tokens are accepted", code="invalid_token")
+        raise InvalidTokenError("Only access tokens are accepted")
     expires = _check_times(claims, time.time())
     principal = Principal(
         user_id=_user_id(claims),
@@ -99,7 +99,7 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
         return None
     value = claims[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_NUMERIC_DATE:
-        raise UnauthorizedError(f"The token's {name} claim is not a valid time", code="invalid_token")
+        raise InvalidTokenError(f"The token's {name} claim is not a valid time")
     return float(value)
 
 
@@ -109,11 +109,11 @@ def _check_times(claims: dict[str, Any], now: float) -> float:
     not_before = _numeric_date(claims, "nbf")
     issued = _numeric_date(claims, "iat")
     if expires is None or expires <= now:
-        raise UnauthorizedError("The access token is invalid or expired", code="invalid_token")
+        raise InvalidTokenError("The access token is invalid or expired")
     if not_before is not None and not_before > now + CLOCK_SKEW_SECONDS:
-        raise UnauthorizedError("The access token is not valid yet", code="invalid_token")
+        raise InvalidTokenError("The access token is not valid yet")
     if issued is not None and issued > now + CLOCK_SKEW_SECONDS:
-        raise UnauthorizedError("The access token was issued in the future", code="invalid_token")
+        raise InvalidTokenError("The access token was issued in the future")
     return expires
 
 
@@ -126,7 +126,7 @@ def _user_id(claims: dict[str, Any]) -> int:
     elif isinstance(raw, str) and USER_ID_DIGITS.fullmatch(raw):
         user_id = int(raw)
     if not 0 < user_id <= MAX_USER_ID:
-        raise UnauthorizedError("The token names no valid user", code="invalid_token")
+        raise InvalidTokenError("The token names no valid user")
     return user_id
 
 
@@ -134,7 +134,7 @@ def _role(claims: dict[str, Any]) -> Role:
     try:
         return Role(claims.get("role", Role.USER.value))
     except ValueError as exc:
-        raise UnauthorizedError("The token carries an unknown role", code="invalid_token") from exc
+        raise InvalidTokenError("The token carries an unknown role") from exc
 
 
 class SigningSettings(Protocol):

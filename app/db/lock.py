@@ -18,19 +18,11 @@ from redis.asyncio.lock import Lock
 
 from app.core import metrics
 from app.core.config import Settings
-from app.core.errors import ServiceUnavailableError
+from app.core.errors import LockTimeoutError
 from app.core.logging import get_logger
-from app.db.redis import RedisGateway, RedisUnavailable
+from app.db.redis import RedisGateway, RedisUnavailable, queue_script
 
 log = get_logger(__name__)
-
-
-class LockTimeoutError(ServiceUnavailableError):
-    code = "lock_timeout"
-    title = "Event busy"
-
-    def __init__(self, event_id: int) -> None:
-        super().__init__(f"Event {event_id} is busy, try again shortly", headers={"Retry-After": "1"})
 
 
 def _lock(gateway: RedisGateway, settings: Settings, event_id: int) -> Lock:
@@ -157,7 +149,7 @@ async def _release_held(client: Redis, locks: list[Lock]) -> list[bool]:
     pipe = client.pipeline(transaction=False)
     for lock in locks:
         assert lock.lua_release is not None  # registered when the Lock was made
-        await lock.lua_release(keys=[lock.name], args=[lock.local.token], client=pipe)
+        await queue_script(pipe, lock.lua_release, [lock.name], [lock.local.token])
         lock.local.token = None
     return [bool(owned) for owned in await pipe.execute()]
 

@@ -1,18 +1,32 @@
-"""The async engine and sessionmaker, created in the application's lifespan."""
+"""The async engines and sessionmakers, created in the application's lifespan.
+
+After a failover the pool finds the new primary by itself: a connection that fails as lost, or
+that lands on a server no longer writable (SQLSTATE 25006) or matching no host's role, counts as a
+disconnect. SQLAlchemy then discards that connection and every other one the pool holds (they
+point at the same old primary), and new connections let asyncpg pick the host that is now the
+writable one (`target_session_attrs=read-write`). pool_pre_ping catches a connection the server
+has closed before it is used. Nothing is added on a query that succeeds.
+"""
 
 from __future__ import annotations
 
 import orjson
+from asyncpg.exceptions import TargetServerAttributeNotMatched
 from sqlalchemy import Pool, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.core import metrics
 from app.core.config import Settings
 
+# read_only_sql_transaction (a demoted primary), admin_shutdown, crash_shutdown, cannot_connect_now
+FAILOVER_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
 
-def create_engine(settings: Settings) -> AsyncEngine:
+
+def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
+    """The engine on `url`, by default DATABASE_URL's primary."""
     engine = create_async_engine(
-        settings.sqlalchemy_database_url,
+        url or settings.sqlalchemy_database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
@@ -27,7 +41,31 @@ def create_engine(settings: Settings) -> AsyncEngine:
         },
     )
     _count_connections(engine.sync_engine.pool, settings.db_pool_size)
+    event.listen(engine.sync_engine, "handle_error", _failover_is_disconnect)
     return engine
+
+
+def create_read_engine(settings: Settings) -> AsyncEngine | None:
+    """The engine on DATABASE_READ_URL's replicas, or None when it is not set."""
+    url = settings.sqlalchemy_read_database_url
+    return create_engine(settings, url) if url else None
+
+
+def _failover_is_disconnect(context: ExceptionContext) -> None:
+    if is_failover_error(context.original_exception):
+        context.is_disconnect = True
+
+
+def is_failover_error(error: BaseException | None) -> bool:
+    """The server is not (or no longer) the one this connection wants: look for another. The
+    driver's error is `error` or, once the dialect has translated it, its cause."""
+    for candidate in (error, getattr(error, "__cause__", None)):
+        if isinstance(candidate, TargetServerAttributeNotMatched):
+            return True
+        sqlstate = str(getattr(candidate, "sqlstate", "") or "")
+        if sqlstate in FAILOVER_SQLSTATES or sqlstate.startswith("08"):
+            return True
+    return False
 
 
 def _count_connections(pool: Pool, size: int) -> None:

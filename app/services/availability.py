@@ -9,7 +9,7 @@ from sqlalchemy import UnaryExpression, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import clock
-from app.core.errors import ConflictError
+from app.core.errors import CapacityBelowHeldError
 from app.models.booking import Booking
 from app.models.enums import WaitlistStatus
 from app.models.event_availability import EventAvailability
@@ -21,11 +21,6 @@ from app.services.availability_cache import NEVER
 from app.services.capacity import get_event, remember_event, run_locked, snapshot
 from app.services.runtime import Runtime
 from app.services.waitlist_offers import offer_freed_seats
-
-
-class CapacityBelowHeldError(ConflictError):
-    code = "capacity_below_held"
-    title = "Capacity below seats held"
 
 
 async def get_availability(runtime: Runtime, event_id: int) -> EventAvailabilityRead:
@@ -93,7 +88,7 @@ async def upsert(runtime: Runtime, actor: Actor, event_id: int, data: EventAvail
             await offer_freed_seats(session, runtime.settings, event_id, now)
             event = await get_event(session, event_id)
         remember_event(session, event)
-        await outbox.enqueue(session, now, outbox.availability_message(snapshot(event), now))
+        await outbox.enqueue(session, now, outbox.availability_message(event, now))
         return event
 
     return await run_locked(runtime, event_id, operation)
@@ -143,8 +138,9 @@ OVERVIEW_SORTS: dict[str, UnaryExpression[Any]] = {
 
 async def overview(runtime: Runtime, limit: int, offset: int, sort: str) -> tuple[list[EventOverview], int]:
     """A page of events with their bookings by status and waitlist length. Lapsed holds of the
-    page's events are expired first (expiry on read): no figure counts them as live."""
-    async with runtime.sessionmaker() as session:
+    page's events are expired first (expiry on read): no figure counts them as live. Read from the
+    replicas; when something was expired, read again from the primary (a replica may lag)."""
+    async with runtime.read_sessionmaker() as session:
         page, total = await _overview_page(session, limit, offset, sort)
         due = await sweeper.events_with_due_holds(session, [row.event.event_id for row in page], clock.now())
     if not due:

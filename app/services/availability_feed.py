@@ -17,7 +17,7 @@ from redis.asyncio.client import PubSub
 
 from app.core import metrics
 from app.core.logging import get_logger
-from app.db.redis import RedisGateway
+from app.db.redis import RedisGateway, queue_publish
 
 log = get_logger(__name__)
 CLIENT_QUEUE_SIZE = 64
@@ -35,7 +35,7 @@ class AvailabilityFeed:
 
     def queue_publish(self, pipe: Any, updates: list[dict[str, Any]]) -> None:
         """Add the announcement of events' new figures to a pipeline the caller sends."""
-        pipe.publish(self.channel, orjson.dumps(updates))
+        queue_publish(pipe, self.channel, orjson.dumps(updates))
 
     async def subscribe(self, event_id: int, ready_within: float = 1.0) -> asyncio.Queue[dict[str, Any] | None]:
         """A queue of the event's updates, once the instance listens (or `ready_within` has passed:

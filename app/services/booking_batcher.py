@@ -35,7 +35,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics, tracing
 from app.core.clock import clock
-from app.core.errors import AppError, InsufficientCapacityError, NotFoundError, SalesClosedError
+from app.core.errors import (
+    AmountOutOfRangeError,
+    AppError,
+    InsufficientCapacityError,
+    NotFoundError,
+    SalesClosedError,
+    UnstorableValueError,
+    VersionConflictError,
+)
 from app.core.logging import get_logger
 from app.db.base import table_of
 from app.models.booking import Booking
@@ -62,20 +70,6 @@ def _largest_storable(column_type: object) -> Decimal:
 
 
 MAX_TOTAL_AMOUNT = _largest_storable(BOOKINGS.c.total_amount.type)
-
-
-class AmountOutOfRangeError(AppError):
-    status_code = 422
-    code = "amount_out_of_range"
-    title = "Amount too large"
-
-
-class UnstorableValueError(AppError):
-    """A value of this request that PostgreSQL refused (SQLSTATE class 22, or not encodable)."""
-
-    status_code = 422
-    code = "invalid_value"
-    title = "Unprocessable Content"
 
 
 def booking_amount(event: EventAvailability, quantity: int) -> Decimal:
@@ -339,7 +333,7 @@ async def _record(
                 request.actor, "booking.created", "booking", booking.id, now, after=data, request_id=request.request_id
             )
         )
-        messages.append(outbox.booking_message("BookingCreated", data, now))
+        messages.append(outbox.booking_message_of("BookingCreated", data, now))
         await idempotency.store_in(session, request.claim, 201, data)
     await audit.record(session, *audit_rows)
     await outbox.enqueue(session, now, *messages)
@@ -414,7 +408,7 @@ def _settle(request: BookingRequest, outcome: Outcome | BaseException) -> None:
         request.future.set_result(outcome)
     else:
         label = "insufficient_capacity" if isinstance(outcome, InsufficientCapacityError) else "error"
-        if isinstance(outcome, AppError) and outcome.code == "version_conflict":
+        if isinstance(outcome, VersionConflictError):
             label = "conflict"
         metrics.BOOKINGS.labels(label).inc()
         request.future.set_exception(outcome)

@@ -7,10 +7,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, UnaryExpression, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import clock
-from app.core.errors import BadRequestError, ConflictError, InvalidTransitionError, NotFoundError
+from app.core.errors import (
+    BadRequestError,
+    BookingNotCancellableError,
+    BookingNotCompletableError,
+    BookingNotConfirmableError,
+    BookingNotExpirableError,
+    BookingNotRefundableError,
+    InvalidTransitionError,
+    NotFoundError,
+    ReservationNotActiveError,
+)
 from app.core.security import Principal
 from app.db.queries import get_owned, paginate, where_equal, where_within
 from app.models.booking import Booking
@@ -32,12 +42,13 @@ TRANSITIONS: dict[tuple[BookingStatus, BookingStatus], tuple[tuple[int, int, int
     (BookingStatus.CONFIRMED, BookingStatus.REFUNDED): ((1, 0, -1), "BookingRefunded"),
     (BookingStatus.CONFIRMED, BookingStatus.COMPLETED): ((0, 0, 0), "BookingCompleted"),
 }
-REFUSAL_CODES = {
-    BookingStatus.CANCELLED: "booking_not_cancellable",
-    BookingStatus.CONFIRMED: "booking_not_confirmable",
-    BookingStatus.REFUNDED: "booking_not_refundable",
-    BookingStatus.COMPLETED: "booking_not_completable",
-    BookingStatus.EXPIRED: "booking_not_expirable",
+# Target status -> the refusal when the booking's status has no transition to it (nothing moves to pending).
+REFUSALS: dict[BookingStatus, type[InvalidTransitionError]] = {
+    BookingStatus.CANCELLED: BookingNotCancellableError,
+    BookingStatus.CONFIRMED: BookingNotConfirmableError,
+    BookingStatus.REFUNDED: BookingNotRefundableError,
+    BookingStatus.COMPLETED: BookingNotCompletableError,
+    BookingStatus.EXPIRED: BookingNotExpirableError,
 }
 
 
@@ -91,7 +102,7 @@ async def _book_reservation(
         if hold is None or hold.event_id != data.event_id:
             raise NotFoundError(f"Reservation {data.reservation_id} not found for this event")
         if hold.status is not ReservationStatus.ACTIVE or hold.expires_at <= now:
-            raise ConflictError("The reservation has expired or was already used")
+            raise ReservationNotActiveError("The reservation has expired or was already used")
         if hold.quantity != data.quantity:
             raise BadRequestError(f"quantity must equal the reservation's {hold.quantity} seats")
         booking = await book_held_seats(
@@ -171,7 +182,7 @@ async def _announce_new(
     await audit.record(
         session, audit.audit_row(Actor.of(principal), "booking.created", "booking", booking.id, now, after=data)
     )
-    await outbox.enqueue(session, now, outbox.booking_message("BookingCreated", data, now))
+    await outbox.enqueue(session, now, outbox.booking_message("BookingCreated", booking, now))
     await idempotency.store_in(session, claim, 201, data)
 
 
@@ -191,10 +202,7 @@ async def transition(
     """
     rule = TRANSITIONS.get((booking.status, target))
     if rule is None:
-        raise InvalidTransitionError(
-            REFUSAL_CODES.get(target, "invalid_transition"),
-            f"A {booking.status.value} booking cannot become {target.value}",
-        )
+        raise REFUSALS[target](f"A {booking.status.value} booking cannot become {target.value}")
     (available, reserved, confirmed), message_type = rule
     refund = target is BookingStatus.CANCELLED and booking.payment_status is PaymentStatus.COMPLETED
     if refund:
@@ -219,9 +227,9 @@ async def transition(
         session,
         audit.audit_row(actor, f"booking.{target.value}", "booking", booking.id, now, before=before, after=after),
     )
-    await outbox.enqueue(session, now, outbox.booking_message(message_type, after, now))
+    await outbox.enqueue(session, now, outbox.booking_message(message_type, booking, now))
     if refund:
-        await announce_refund(session, actor, booking.id, before, after, now)
+        await announce_refund(session, actor, booking, before, after, now)
     if available:
         await waitlist_offers.offer_freed_seats(session, runtime.settings, booking.event_id, now)
     return booking
@@ -230,7 +238,7 @@ async def transition(
 async def announce_refund(
     session: AsyncSession,
     actor: Actor,
-    booking_id: int,
+    booking: Booking,
     before: dict[str, Any],
     after: dict[str, Any],
     now: datetime,
@@ -239,9 +247,9 @@ async def announce_refund(
     published for the payment side to act on."""
     await audit.record(
         session,
-        audit.audit_row(actor, "payment.refund_required", "booking", booking_id, now, before=before, after=after),
+        audit.audit_row(actor, "payment.refund_required", "booking", booking.id, now, before=before, after=after),
     )
-    await outbox.enqueue(session, now, outbox.booking_message("BookingRefunded", after, now))
+    await outbox.enqueue(session, now, outbox.booking_message("BookingRefunded", booking, now))
 
 
 async def _locked_transition(
@@ -263,7 +271,7 @@ async def _locked_transition(
 
     booking = await run_locked(runtime, event_id, operation)
     if target is not BookingStatus.EXPIRED and booking.status is BookingStatus.EXPIRED:
-        raise InvalidTransitionError(REFUSAL_CODES.get(target, "invalid_transition"), "The booking has expired")
+        raise REFUSALS[target]("The booking has expired")
     return booking
 
 
@@ -356,24 +364,31 @@ def _filtered(query: Select[Any], flt: BookingFilter) -> Select[Any]:
 
 
 async def list_bookings(
-    runtime: Runtime, flt: BookingFilter, limit: int, offset: int, sort: str = "-created_at"
+    runtime: Runtime, flt: BookingFilter, limit: int, offset: int, sort: str = "-created_at", *, lag_ok: bool = False
 ) -> tuple[list[Booking], int]:
     """A page of bookings. Matching pending bookings past their expiry are expired first (expiry
-    on read, up to a page's worth; the sweeper takes any beyond that within its interval)."""
-    await _expire_lapsed(runtime, flt, limit)
+    on read, up to a page's worth; the sweeper takes any beyond that within its interval).
+    `lag_ok` (admin lists) reads from the replicas, unless this call expired something there: a
+    replica may not have the expiry yet, so the page then comes from the primary."""
+    reader = runtime.read_sessionmaker if lag_ok else runtime.sessionmaker
+    if await _expire_lapsed(runtime, reader, flt, limit):
+        reader = runtime.sessionmaker
     query = _filtered(select(Booking), flt).order_by(SORTS[sort], Booking.id.desc())
-    async with runtime.sessionmaker() as session:
+    async with reader() as session:
         return await paginate(session, query, limit, offset)
 
 
-async def _expire_lapsed(runtime: Runtime, flt: BookingFilter, most: int) -> None:
+async def _expire_lapsed(
+    runtime: Runtime, reader: async_sessionmaker[AsyncSession], flt: BookingFilter, most: int
+) -> int:
     # Whatever the status filter: a lapsed booking is about to become `expired`.
     lapsed = (
         _filtered(select(Booking), replace(flt, status=None))
         .where(Booking.status == BookingStatus.PENDING, Booking.expires_at <= clock.now())
         .with_only_columns(Booking.id, Booking.event_id)
     )
-    async with runtime.sessionmaker() as session:
+    async with reader() as session:
         rows = (await session.execute(lapsed.limit(most))).all()
     for booking_id, event_id in rows:
         await expire_booking(runtime, booking_id, event_id)
+    return len(rows)

@@ -19,12 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
 from app.core.clock import clock
+from app.core.errors import CapacityBelowHeldError
 from app.core.logging import get_logger
 from app.models.event_availability import EventAvailability
 from app.schemas.inbound import InboundEventMessage
 from app.services import audit, outbox
 from app.services.audit import Actor
-from app.services.availability import CapacityBelowHeldError, apply_changes
+from app.services.availability import apply_changes
 from app.services.capacity import remember_event, run_locked, snapshot
 from app.services.runtime import Runtime
 from app.services.waitlist_offers import offer_freed_seats
@@ -83,7 +84,7 @@ async def _apply(session: AsyncSession, runtime: Runtime, message: InboundEventM
         await offer_freed_seats(session, runtime.settings, event.event_id, now)
         await session.refresh(event)
     remember_event(session, event)
-    await outbox.enqueue(session, now, outbox.availability_message(snapshot(event), now))
+    await outbox.enqueue(session, now, outbox.availability_message(event, now))
     return "applied"
 
 

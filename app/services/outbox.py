@@ -1,4 +1,6 @@
-"""Lifecycle messages (SPEC section 5), written to the outbox in the change's transaction."""
+"""Lifecycle messages (SPEC section 5), written to the outbox in the change's transaction.
+
+Their payloads follow the message schemas (app/schemas/messages.py), not the API's models."""
 
 from __future__ import annotations
 
@@ -6,13 +8,37 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import table_of
+from app.models.booking import Booking
+from app.models.event_availability import EventAvailability
 from app.models.outbox import OutboxMessage
+from app.models.waitlist import WaitlistEntry
+from app.schemas.booking import BookingRead
+from app.schemas.messages import (
+    BOOKING_DATA_V1_FIELDS,
+    SCHEMA_VERSION,
+    AvailabilityDataV1,
+    BookingDataV1,
+    WaitlistDataV1,
+)
 
-SCHEMA_VERSION = 1
+
+def _renders_as(api_model: type[BaseModel], message_model: type[BaseModel]) -> bool:
+    """Whether the API model's JSON rendering is the message's: the same fields, of the same types."""
+
+    def fields(model: type[BaseModel]) -> list[tuple[str, Any, list[Any]]]:
+        return [(name, field.annotation, field.metadata) for name, field in model.model_fields.items()]
+
+    return fields(api_model) == fields(message_model)
+
+
+# Decided once: per booking of a rush, the batch's answer is its message's data as it is.
+BOOKING_READ_IS_V1 = _renders_as(BookingRead, BookingDataV1)
+
 OUTBOX_TABLE = table_of(OutboxMessage)
 
 # Message type -> the channel suffix it is published on (`evently:bookings:<kind>`).
@@ -33,36 +59,41 @@ KIND_BY_TYPE = {
 }
 
 
-def booking_message(message_type: str, booking: dict[str, Any], now: datetime) -> dict[str, Any]:
+def booking_message(message_type: str, booking: Booking, now: datetime) -> dict[str, Any]:
+    return booking_message_of(message_type, BookingDataV1.model_validate(booking).model_dump(mode="json"), now)
+
+
+def booking_message_of(message_type: str, rendered: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """From a `BookingRead` already rendered to JSON (the batch's answer, for every booking of a rush):
+    the rendering itself while the API model renders as version 1, else version 1 made of it."""
+    if BOOKING_READ_IS_V1:
+        data = rendered
+    else:
+        data = BookingDataV1.model_validate({name: rendered[name] for name in BOOKING_DATA_V1_FIELDS}).model_dump(
+            mode="json"
+        )
+    return {
+        "id": str(uuid.uuid4()),
+        "type": message_type,
+        "schema_version": SCHEMA_VERSION,
+        "occurred_at": now.isoformat(),
+        "event_id": data["event_id"],
+        "user_id": data["user_id"],
+        "booking_id": data["id"],
+        "booking_data": data,
+    }
+
+
+def waitlist_message(message_type: str, entry: WaitlistEntry, now: datetime) -> dict[str, Any]:
+    data = WaitlistDataV1.model_validate(entry).model_dump(mode="json")
     return _message(
-        message_type,
-        booking["event_id"],
-        booking["user_id"],
-        now,
-        booking_id=booking["id"],
-        booking_data=booking,
+        message_type, entry.event_id, entry.user_id, now, waitlist_entry_id=entry.id, waitlist_data=data
     )
 
 
-def waitlist_message(message_type: str, entry: dict[str, Any], now: datetime) -> dict[str, Any]:
-    return _message(
-        message_type,
-        entry["event_id"],
-        entry["user_id"],
-        now,
-        waitlist_entry_id=entry["id"],
-        waitlist_data=entry,
-    )
-
-
-def availability_message(availability: dict[str, Any], now: datetime) -> dict[str, Any]:
-    return _message(
-        "AvailabilityChanged",
-        availability["event_id"],
-        None,
-        now,
-        availability_data=availability,
-    )
+def availability_message(event: EventAvailability, now: datetime) -> dict[str, Any]:
+    data = AvailabilityDataV1.model_validate(event).model_dump(mode="json")
+    return _message("AvailabilityChanged", event.event_id, None, now, availability_data=data)
 
 
 def _message(message_type: str, event_id: int, user_id: int | None, now: datetime, **body: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from sqlalchemy import Text, cast, delete, func, select, update
 from app.core import metrics
 from app.core.clock import clock
 from app.core.logging import get_logger
-from app.db.redis import RedisUnavailable
+from app.db.redis import RedisUnavailable, call_script_replicated, slot_tag
 from app.models.outbox import OutboxMessage
 from app.services import outbox
 from app.services.outbox import KIND_BY_TYPE
@@ -126,7 +126,7 @@ class OutboxRelay:
         gateway = self._runtime.redis
         # The markers carry the Stream's name as their hash tag: in Redis Cluster every key of one
         # script call must live in the Stream's slot.
-        tag = f"{{{settings.events_stream}}}"
+        tag = slot_tag(settings.events_stream)
         keys = [settings.events_stream, *(gateway.key(tag, "outbox-sent", row.message_id) for row in rows)]
         args: list[str | int] = [settings.events_stream_maxlen, settings.outbox_dedup_seconds]
         for row in rows:
@@ -137,7 +137,7 @@ class OutboxRelay:
                 TYPE_BY_KIND.get(row.kind, row.kind),
                 str(row.event_id),
             ]
-        await self._publish_once(keys=keys, args=args, client=client)
+        await call_script_replicated(client, self._publish_once, keys, args, settings)
 
     async def apply_retention(self) -> int:
         """Delete published rows older than OUTBOX_RETENTION_HOURS; unpublished rows always stay."""

@@ -14,7 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import clock
-from app.core.errors import AppError, InvalidTransitionError, NotFoundError, UnauthorizedError
+from app.core.errors import (
+    AmountMismatchError,
+    BookingNotPayableError,
+    InvalidSignatureError,
+    NotFoundError,
+    PaymentInProgressError,
+    StaleSignatureError,
+)
 from app.core.logging import get_logger
 from app.core.security import Principal
 from app.models.booking import Booking
@@ -33,31 +40,19 @@ TIMESTAMP = re.compile(r"[0-9]{1,12}")
 HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 
 
-class SignatureError(UnauthorizedError):
-    def __init__(self, detail: str, code: str = "invalid_signature") -> None:
-        super().__init__(detail, code=code)
-        self.headers = {}
-
-
-class AmountMismatchError(AppError):
-    status_code = 422
-    code = "amount_mismatch"
-    title = "Amount or currency differs from the booking's"
-
-
 def verify_signature(header: str | None, body: bytes, secret: str, tolerance: int, now: float | None = None) -> None:
     """`Evently-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`."""
     if not secret:
-        raise SignatureError("Webhooks are not configured (PAYMENT_WEBHOOK_SECRET is empty)")
+        raise InvalidSignatureError("Webhooks are not configured (PAYMENT_WEBHOOK_SECRET is empty)")
     parts = dict(item.split("=", 1) for item in (header or "").split(",") if "=" in item)
     timestamp, signature = parts.get("t", ""), parts.get("v1", "")
     if not TIMESTAMP.fullmatch(timestamp) or not HEX_DIGEST.fullmatch(signature):
-        raise SignatureError("Missing or malformed Evently-Signature header")
+        raise InvalidSignatureError("Missing or malformed Evently-Signature header")
     if abs((now if now is not None else time.time()) - int(timestamp)) > tolerance:
-        raise SignatureError("The signature timestamp is too old or in the future", code="stale_signature")
+        raise StaleSignatureError("The signature timestamp is too old or in the future")
     expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature.lower()):
-        raise SignatureError("The signature does not match the body")
+        raise InvalidSignatureError("The signature does not match the body")
 
 
 def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
@@ -91,11 +86,9 @@ async def start_payment(
         current = await session.get(Booking, booking.id, populate_existing=True)
         assert current is not None
         if current.status is not BookingStatus.PENDING or current.is_expired:
-            raise InvalidTransitionError("booking_not_payable", f"A {current.status.value} booking cannot be paid")
+            raise BookingNotPayableError(f"A {current.status.value} booking cannot be paid")
         if current.payment_status not in (PaymentStatus.PENDING, PaymentStatus.FAILED):
-            raise InvalidTransitionError(
-                "payment_in_progress", f"The payment is already {current.payment_status.value}"
-            )
+            raise PaymentInProgressError(f"The payment is already {current.payment_status.value}")
         before = booking_data(current)
         current.payment_status = PaymentStatus.PROCESSING
         current.payment_method = method
@@ -186,7 +179,7 @@ async def _late_success(session: AsyncSession, booking: Booking) -> WebhookOutco
     await audit.record(
         session, audit.audit_row(PROVIDER, "booking.confirmed_late", "booking", booking.id, now, before, after)
     )
-    await outbox.enqueue(session, now, outbox.booking_message("BookingConfirmed", after, now))
+    await outbox.enqueue(session, now, outbox.booking_message("BookingConfirmed", booking, now))
     return WebhookOutcome(booking, applied=True)
 
 
@@ -194,7 +187,7 @@ async def _mark_for_refund(session: AsyncSession, booking: Booking, now: datetim
     before = booking_data(booking)
     booking.payment_status, booking.updated_at = PaymentStatus.REFUNDED, now
     await session.flush()
-    await bookings.announce_refund(session, PROVIDER, booking.id, before, booking_data(booking), now)
+    await bookings.announce_refund(session, PROVIDER, booking, before, booking_data(booking), now)
 
 
 async def _failed(session: AsyncSession, booking: Booking) -> WebhookOutcome:
@@ -206,7 +199,7 @@ async def _failed(session: AsyncSession, booking: Booking) -> WebhookOutcome:
     await session.flush()
     after = booking_data(booking)
     await audit.record(session, audit.audit_row(PROVIDER, "payment.failed", "booking", booking.id, now, before, after))
-    await outbox.enqueue(session, now, outbox.booking_message("BookingPaymentFailed", after, now))
+    await outbox.enqueue(session, now, outbox.booking_message("BookingPaymentFailed", booking, now))
     return WebhookOutcome(booking, applied=True)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import clock
-from app.core.errors import InvalidTransitionError, NotFoundError
+from app.core.errors import NotFoundError, ReservationNotActiveError
 from app.core.security import Principal
 from app.models.enums import ReservationStatus
 from app.models.event_availability import EventAvailability
@@ -18,7 +18,7 @@ from app.schemas.availability import ReservationRead
 from app.services import admission, audit, buyer_limit, idempotency, outbox, waitlist_offers
 from app.services.audit import Actor
 from app.services.bookings import check_quantity
-from app.services.capacity import note_hold_expiry, run_locked, shift_seats, snapshot, take_seats
+from app.services.capacity import note_hold_expiry, run_locked, shift_seats, take_seats
 from app.services.runtime import Runtime
 
 
@@ -62,7 +62,7 @@ async def reserve(
             session,
             audit.audit_row(Actor.of(principal), "reservation.created", "reservation", hold.id, now, after=data),
         )
-        await outbox.enqueue(session, now, outbox.availability_message(snapshot(event), now))
+        await outbox.enqueue(session, now, outbox.availability_message(event, now))
         await idempotency.store_in(session, claim, 201, data)
         return hold
 
@@ -76,9 +76,7 @@ async def release(runtime: Runtime, principal: Principal, event_id: int, reserva
         if hold.status is ReservationStatus.ACTIVE and hold.expires_at <= now:
             await end_hold(session, runtime, hold, ReservationStatus.EXPIRED, Actor.system(), now)
         if hold.status is not ReservationStatus.ACTIVE:
-            raise InvalidTransitionError(
-                "reservation_not_active", f"The reservation is {hold.status.value}, not active"
-            )
+            raise ReservationNotActiveError(f"The reservation is {hold.status.value}, not active")
         return await end_hold(session, runtime, hold, ReservationStatus.RELEASED, Actor.of(principal), now)
 
     return await run_locked(runtime, event_id, operation)
@@ -115,7 +113,7 @@ async def end_hold(
         ),
     )
     await waitlist_offers.offer_freed_seats(session, runtime.settings, hold.event_id, now)
-    await outbox.enqueue(session, now, outbox.availability_message(snapshot(event), now))
+    await outbox.enqueue(session, now, outbox.availability_message(event, now))
     return hold
 
 

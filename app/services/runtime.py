@@ -16,6 +16,7 @@ from app.core.revocation import RevocationChecker
 from app.core.security import TokenVerifier
 from app.db.lock import EventLocks
 from app.db.redis import RedisGateway, RedisUnavailable
+from app.db.session import create_sessionmaker
 from app.schemas.availability import EventAvailabilityRead
 from app.services.availability_cache import AvailabilityCache
 from app.services.availability_feed import AvailabilityFeed
@@ -35,6 +36,9 @@ class Runtime:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: RedisGateway
+    read_engine: AsyncEngine | None = None  # DATABASE_READ_URL's replicas, when set
+    # Reads that may lag (admin lists, overview, audit); the primary's sessionmaker without replicas.
+    read_sessionmaker: async_sessionmaker[AsyncSession] = field(init=False)
     locks: EventLocks = field(init=False)
     tokens: TokenVerifier = field(init=False)
     revocations: RevocationChecker = field(init=False)
@@ -47,6 +51,7 @@ class Runtime:
     outbox_listeners: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.read_sessionmaker = create_sessionmaker(self.read_engine) if self.read_engine else self.sessionmaker
         self.locks = EventLocks(self.redis, self.settings)
         self.tokens = TokenVerifier(self.settings)
         self.revocations = RevocationChecker(self.settings, self.redis)

@@ -22,7 +22,7 @@ import anyio
 from redis.asyncio import Redis
 
 from app.core.config import Settings
-from app.core.errors import RateLimitedError, ServiceUnavailableError, UnauthorizedError
+from app.core.errors import ServiceUnavailableError, TooManyStreamsError, UnauthorizedError
 from app.core.logging import get_logger
 from app.core.revocation import RevocationChecker
 from app.core.security import Principal
@@ -45,11 +45,6 @@ return 1
 """
 
 
-class TooManyStreamsError(RateLimitedError):
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-
-
 class StreamLimits:
     """The streams of this instance, and the admission of new ones."""
 
@@ -66,7 +61,9 @@ class StreamLimits:
     async def open(self, principal: Principal) -> StreamSession:
         """Admit a new stream of `principal`, or refuse it with 429."""
         if self._open.total() >= self._per_instance:
-            raise TooManyStreamsError("This instance serves as many live streams as it can; try again shortly")
+            raise TooManyStreamsError(
+                "This instance serves as many live streams as it can; try again shortly", RETRY_AFTER_SECONDS
+            )
         session = StreamSession(self, principal)
         user_id = principal.user_id
         self._open[user_id] += 1  # counted before waiting for Redis, so simultaneous opens see it
@@ -75,7 +72,9 @@ class StreamLimits:
             granted = self._open[user_id] <= self._per_user
         if not granted:
             self._forget(user_id)
-            raise TooManyStreamsError(f"At most {self._per_user} live streams per user; close one first")
+            raise TooManyStreamsError(
+                f"At most {self._per_user} live streams per user; close one first", RETRY_AFTER_SECONDS
+            )
         return session
 
     def leases_key(self, user_id: int) -> str:

@@ -11,7 +11,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import clock
-from app.core.errors import BadRequestError, ConflictError, InvalidTransitionError, NotFoundError, SalesClosedError
+from app.core.errors import (
+    AlreadyWaitlistedError,
+    BadRequestError,
+    NotFoundError,
+    OfferNotAvailableError,
+    SalesClosedError,
+    SeatsAvailableError,
+    WaitlistNotCancellableError,
+)
 from app.core.security import Principal
 from app.db.queries import get_owned, paginate, where_equal
 from app.models.booking import Booking
@@ -27,16 +35,6 @@ from app.services.waitlist_offers import entry_data, offer_freed_seats
 
 DEFAULT_PRIORITY = 100
 LIVE = (WaitlistStatus.PENDING, WaitlistStatus.NOTIFIED)
-
-
-class SeatsAvailableError(ConflictError):
-    code = "seats_available"
-    title = "Seats are available"
-
-
-class AlreadyWaitlistedError(ConflictError):
-    code = "already_waitlisted"
-    title = "Already on the waitlist"
 
 
 async def join(
@@ -79,7 +77,7 @@ async def join(
             session,
             audit.audit_row(Actor.of(principal), "waitlist.joined", "waitlist_entry", entry.id, now, after=after),
         )
-        await outbox.enqueue(session, now, outbox.waitlist_message("WaitlistJoined", after, now))
+        await outbox.enqueue(session, now, outbox.waitlist_message("WaitlistJoined", entry, now))
         joined = WaitlistEntryRead.model_validate(entry).model_copy(update={"position": await position(session, entry)})
         await idempotency.store_in(session, claim, 201, joined.model_dump(mode="json"))
         return joined
@@ -133,9 +131,7 @@ async def end_entry(
 ) -> WaitlistEntry:
     """Cancel or expire an entry; a live offer's seats go to the next in line at once."""
     if entry.status not in LIVE:
-        raise InvalidTransitionError(
-            "waitlist_not_cancellable", f"A {entry.status.value} entry cannot be {status.value}"
-        )
+        raise WaitlistNotCancellableError(f"A {entry.status.value} entry cannot be {status.value}")
     held = entry.quantity if entry.status is WaitlistStatus.NOTIFIED else 0
     before = entry_data(entry)
     entry.status, entry.updated_at = status, now
@@ -145,7 +141,7 @@ async def end_entry(
     await audit.record(
         session, audit.audit_row(actor, f"waitlist.{status.value}", "waitlist_entry", entry.id, now, before, after)
     )
-    await outbox.enqueue(session, now, outbox.waitlist_message(message, after, now))
+    await outbox.enqueue(session, now, outbox.waitlist_message(message, entry, now))
     if held:
         await shift_seats(session, entry.event_id, available=held, reserved=-held)
         await offer_freed_seats(session, runtime.settings, entry.event_id, now)
@@ -165,11 +161,6 @@ async def cancel(runtime: Runtime, actor: Actor, entry_id: int, owner_id: int | 
 async def expire_offer(session: AsyncSession, runtime: Runtime, entry: WaitlistEntry, now: datetime) -> None:
     if entry.status is WaitlistStatus.NOTIFIED and entry.is_notification_expired:
         await end_entry(session, runtime, entry, WaitlistStatus.EXPIRED, Actor.system(), now)
-
-
-class OfferNotAvailableError(ConflictError):
-    code = "offer_not_available"
-    title = "No live offer"
 
 
 async def book_offer(runtime: Runtime, principal: Principal, entry_id: int, claim: idempotency.Claim | None) -> Booking:
@@ -224,8 +215,8 @@ async def _book_entry(
     await outbox.enqueue(
         session,
         now,
-        outbox.booking_message("BookingCreated", created, now),
-        outbox.waitlist_message("WaitlistBooked", booked, now),
+        outbox.booking_message("BookingCreated", booking, now),
+        outbox.waitlist_message("WaitlistBooked", entry, now),
     )
     await idempotency.store_in(session, claim, 201, created)
     return booking

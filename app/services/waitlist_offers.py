@@ -62,7 +62,7 @@ async def offer_freed_seats(
             session,
             audit.audit_row(Actor.system(), "waitlist.notified", "waitlist_entry", entry.id, now, before, after),
         )
-        await outbox.enqueue(session, now, outbox.waitlist_message("WaitlistNotified", after, now))
+        await outbox.enqueue(session, now, outbox.waitlist_message("WaitlistNotified", entry, now))
         if free == 0:
             break
     held = sum(entry.quantity for entry in offered)

@@ -6,10 +6,18 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query
 
-from app.api.deps import AdminUser, RuntimeDep, SessionDep, require_admin
+from app.api.deps import AdminUser, ReadSessionDep, RuntimeDep, SessionDep, require_admin
 from app.api.v1 import PREFIX, examples
-from app.api.v1.responses import ADMIN, BODY, LOCKED, VALIDATED, WRITE, Answer, problems, transition
-from app.core.errors import BadRequestError, NotFoundError
+from app.api.v1.responses import ADMIN, BODY, LOCKED, VALIDATED, WRITE, Answer, problems
+from app.core.errors import (
+    BadRequestError,
+    BookingNotConfirmableError,
+    BookingNotRefundableError,
+    CapacityBelowHeldError,
+    NotFoundError,
+    UnstorableValueError,
+    WaitlistNotCancellableError,
+)
 from app.models.enums import BookingStatus, PaymentStatus, WaitlistStatus
 from app.schemas.admin import (
     AdminBookingRead,
@@ -24,11 +32,8 @@ from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, IsoDateTime, Page
 from app.schemas.waitlist import WaitlistAdminUpdate, WaitlistEntryRead
 from app.services import audit, availability, bookings, waitlist
 from app.services.audit import Actor, AuditFilter
-from app.services.availability import CapacityBelowHeldError
 
-router = APIRouter(
-    prefix=f"{PREFIX}/admin", tags=["admin"], dependencies=[Depends(require_admin)]
-)
+router = APIRouter(prefix=f"{PREFIX}/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
@@ -42,16 +47,16 @@ NOT_FOUND = Answer.of(NotFoundError)
 PROBLEMS = {
     "adminListBookings": problems(ADMIN, VALIDATED),
     "adminGetBooking": problems(ADMIN, VALIDATED, NOT_FOUND),
-    "confirmBooking": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, transition("booking_not_confirmable")),
-    "refundBooking": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, transition("booking_not_refundable")),
+    "confirmBooking": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, Answer.of(BookingNotConfirmableError)),
+    "refundBooking": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, Answer.of(BookingNotRefundableError)),
     "listEventOverviews": problems(ADMIN, VALIDATED),
     "upsertAvailability": problems(ADMIN, BODY, WRITE, LOCKED, Answer.of(CapacityBelowHeldError)),
     "adminListWaitlist": problems(ADMIN, VALIDATED),
     "updateWaitlistEntry": problems(
-        ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, Answer.of(BadRequestError), transition("waitlist_not_cancellable")
+        ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, Answer.of(BadRequestError), Answer.of(WaitlistNotCancellableError)
     ),
     # A filter PostgreSQL cannot take (app/api/problems.py database_error).
-    "listAuditEntries": problems(ADMIN, VALIDATED, Answer(422, "invalid_value", "Unprocessable Content")),
+    "listAuditEntries": problems(ADMIN, VALIDATED, Answer.of(UnstorableValueError)),
 }
 
 
@@ -77,7 +82,7 @@ async def list_bookings(
     """Every user's bookings, a page at a time, with filters on status, payment status, event, user
     and creation time (`created_from` inclusive, `created_to` exclusive)."""
     flt = bookings.BookingFilter(user_id, event_id, status, payment_status, created_from, created_to)
-    items, total = await bookings.list_bookings(runtime, flt, limit, offset, sort)
+    items, total = await bookings.list_bookings(runtime, flt, limit, offset, sort, lag_ok=True)
     return Page(items=[BookingRead.model_validate(b) for b in items], total=total, limit=limit, offset=offset)
 
 
@@ -193,7 +198,7 @@ async def upsert_availability(
     summary="All waitlist entries",
 )
 async def list_waitlist(
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Limit = 20,
     offset: Offset = 0,
     event_id: OptionalId = None,
@@ -235,7 +240,7 @@ async def update_waitlist_entry(
     summary="The audit trail, filtered",
 )
 async def list_audit(
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Limit = 20,
     offset: Offset = 0,
     entity_type: str | None = Query(None, max_length=32),

@@ -22,9 +22,14 @@ from app.api.v1.responses import (
     Answer,
     problems,
     success,
-    transition,
 )
-from app.core.errors import InsufficientCapacityError, NotFoundError, RateLimitedError, SalesClosedError
+from app.core.errors import (
+    InsufficientCapacityError,
+    NotFoundError,
+    RateLimitedError,
+    ReservationNotActiveError,
+    SalesClosedError,
+)
 from app.schemas.availability import EventAvailabilityRead, ReservationRead, ReserveRequest
 from app.services import availability, reservations
 
@@ -47,7 +52,7 @@ PROBLEMS = {
         Answer.of(SalesClosedError),
         Answer.of(InsufficientCapacityError),
     ),
-    "releaseHold": problems(AUTHENTICATED, VALIDATED, WRITE, LOCKED, NOT_FOUND, transition("reservation_not_active")),
+    "releaseHold": problems(AUTHENTICATED, VALIDATED, WRITE, LOCKED, NOT_FOUND, Answer.of(ReservationNotActiveError)),
     "streamAvailability": problems(AUTHENTICATED, VALIDATED, NOT_FOUND, Answer.of(RateLimitedError)),
 }
 SSE_EXAMPLE = (
@@ -78,7 +83,7 @@ STREAM = {
     "description": "Server-Sent Events: each `availability` event's `data` is the event's figures "
     "(the `EventAvailabilityRead` schema) as JSON, and its `id` their `version`; lines starting "
     "with `:` are heartbeats. At the token's expiry or revocation an `end` event closes the stream, its "
-    "`data` `{\"reason\": \"token_expired\"|\"token_revoked\"}`.",
+    '`data` `{"reason": "token_expired"|"token_revoked"}`.',
     "content": {
         "text/event-stream": {
             "schema": {"type": "string", "description": "`event: availability`, `id: <version>`, `data: <JSON>`"},

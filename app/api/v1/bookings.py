@@ -20,15 +20,23 @@ from app.api.v1.responses import (
     problems,
     rendered,
     success,
-    transition,
 )
-from app.core.errors import ConflictError, InsufficientCapacityError, NotFoundError, SalesClosedError
+from app.core.errors import (
+    AmountOutOfRangeError,
+    BookingNotCancellableError,
+    BookingNotPayableError,
+    InsufficientCapacityError,
+    NotFoundError,
+    PaymentInProgressError,
+    ReservationNotActiveError,
+    SalesClosedError,
+    UnstorableValueError,
+)
 from app.models.enums import BookingStatus
 from app.schemas.booking import BookingCreate, BookingRead, BookingStatusRead
 from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
 from app.schemas.payment import PaymentIntent, PaymentStart
 from app.services import bookings, payments
-from app.services.booking_batcher import AmountOutOfRangeError, UnstorableValueError
 
 router = APIRouter(prefix=f"{PREFIX}/bookings", tags=["bookings"])
 BookingId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -47,7 +55,7 @@ PROBLEMS = {
         FAIR_SALE,
         Answer.of(SalesClosedError),
         Answer.of(InsufficientCapacityError),
-        Answer.of(ConflictError),  # the reservation has expired or was used
+        Answer.of(ReservationNotActiveError),  # the reservation has expired or was used
         Answer.of(AmountOutOfRangeError),
         Answer.of(UnstorableValueError),
     ),
@@ -55,7 +63,7 @@ PROBLEMS = {
     "getBooking": problems(AUTHENTICATED, VALIDATED, NOT_FOUND),
     "getBookingStatus": problems(AUTHENTICATED, VALIDATED, NOT_FOUND),
     "cancelBooking": problems(
-        AUTHENTICATED, VALIDATED, WRITE, LOCKED, NOT_FOUND, transition("booking_not_cancellable")
+        AUTHENTICATED, VALIDATED, WRITE, LOCKED, NOT_FOUND, Answer.of(BookingNotCancellableError)
     ),
     "startPayment": problems(
         AUTHENTICATED,
@@ -64,8 +72,8 @@ PROBLEMS = {
         IDEMPOTENT,
         LOCKED,
         NOT_FOUND,
-        transition("booking_not_payable"),
-        transition("payment_in_progress"),
+        Answer.of(BookingNotPayableError),
+        Answer.of(PaymentInProgressError),
     ),
 }
 

@@ -10,20 +10,20 @@ from pydantic import ValidationError
 from app.api.deps import RuntimeDep
 from app.api.v1 import PREFIX, examples
 from app.api.v1.responses import ANY, LOCKED, PAYLOAD_TOO_LARGE, VALIDATED, Answer, problems
-from app.core.errors import AppError, NotFoundError
+from app.core.errors import (
+    AmountMismatchError,
+    AppError,
+    InvalidSignatureError,
+    NotFoundError,
+    StaleSignatureError,
+    ValidationFailedError,
+)
 from app.core.logging import get_logger
 from app.schemas.payment import PaymentWebhook, WebhookResult
 from app.services import payments
-from app.services.payments import AmountMismatchError, SignatureError
 
 log = get_logger(__name__)
 router = APIRouter(prefix=f"{PREFIX}/payments", tags=["payments"])
-
-
-class MalformedWebhookError(AppError):
-    status_code = 422
-    code = "validation_error"
-    title = "Unprocessable Content"
 
 
 # The problems the webhook answers, from what app/services/payments.py raises.
@@ -33,8 +33,8 @@ PROBLEMS = {
         VALIDATED,  # the body is not a payment outcome
         PAYLOAD_TOO_LARGE,
         LOCKED,
-        Answer.of(SignatureError, "invalid_signature"),
-        Answer.of(SignatureError, "stale_signature"),
+        Answer.of(InvalidSignatureError),
+        Answer.of(StaleSignatureError),
         Answer.of(NotFoundError),
         Answer.of(AmountMismatchError),
     ),
@@ -88,7 +88,7 @@ async def payment_webhook(
         raise
     except ValidationError as exc:
         log.warning("payment_webhook_malformed", errors=exc.error_count())
-        raise MalformedWebhookError("The webhook body is not a valid payment outcome") from exc
+        raise ValidationFailedError("The webhook body is not a valid payment outcome") from exc
     outcome = await payments.apply_webhook(runtime, event)
     booking = outcome.booking
     return WebhookResult(

@@ -22,17 +22,23 @@ from app.core.errors import (
     AdmissionRequiredError,
     AppError,
     BadRequestError,
+    DatabaseUnavailableError,
     ForbiddenError,
     IdempotencyInProgressError,
     IdempotencyMismatchError,
+    InternalError,
+    InvalidTokenError,
+    LockTimeoutError,
+    PayloadTooLargeError,
     RateLimitedError,
+    RedisBusyError,
     ServiceUnavailableError,
     TicketLimitExceededError,
+    TokenRevokedError,
     UnauthorizedError,
+    ValidationFailedError,
     VersionConflictError,
 )
-from app.db.lock import LockTimeoutError
-from app.db.redis import RedisBusyError
 
 PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
 REQUEST_ID = {"$ref": "#/components/headers/X-Request-ID"}
@@ -43,40 +49,50 @@ REPLAYABLE_STATUSES = frozenset({400, 404, 409, 422})  # a stored refusal is ans
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One problem an operation can answer: its status, its `code` and its title."""
+    """One problem an operation can answer: its status, its `code` and its title, from its class."""
 
-    status: int
-    code: str
-    title: str
+    error: type[AppError]
 
     @classmethod
-    def of(cls, error: type[AppError], code: str | None = None) -> Answer:
-        return cls(error.status_code, code or error.code, error.title)
+    def of(cls, error: type[AppError]) -> Answer:
+        return cls(error)
+
+    @property
+    def status(self) -> int:
+        return self.error.status_code
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+    @property
+    def title(self) -> str:
+        return self.error.title
 
     def example(self) -> dict[str, Any]:
         body = problem_body(self.status, self.code, self.title, self.title, instance=None)
         return {"summary": self.code, "value": body}
 
 
-INTERNAL_ERROR = Answer(500, "internal_error", "Internal Server Error")
-DATABASE_UNAVAILABLE = Answer(503, "database_unavailable", "Service Unavailable")
+INTERNAL_ERROR = Answer.of(InternalError)
+DATABASE_UNAVAILABLE = Answer.of(DatabaseUnavailableError)
 # Any route: a bug, or the database out of reach.
 ANY = (INTERNAL_ERROR, DATABASE_UNAVAILABLE)
 # A route behind the bearer token (app/api/deps.py get_principal, app/core/revocation.py).
 AUTHENTICATED = (
     *ANY,
     Answer.of(UnauthorizedError),
-    Answer.of(UnauthorizedError, "invalid_token"),
-    Answer.of(UnauthorizedError, "token_revoked"),
+    Answer.of(InvalidTokenError),
+    Answer.of(TokenRevokedError),
     Answer.of(ServiceUnavailableError),
     Answer.of(RedisBusyError),
 )
 ADMIN = (*AUTHENTICATED, Answer.of(ForbiddenError))
 # Path, query or header parameters, or a body, that FastAPI validates.
-VALIDATED = (Answer(422, "validation_error", "Unprocessable Content"),)
-PAYLOAD_TOO_LARGE = Answer(413, "payload_too_large", "Payload Too Large")  # MAX_BODY_BYTES
+VALIDATED = (Answer.of(ValidationFailedError),)
+PAYLOAD_TOO_LARGE = Answer.of(PayloadTooLargeError)  # MAX_BODY_BYTES
 # A JSON body: unreadable, too large, or invalid.
-BODY = (*VALIDATED, Answer(400, "bad_request", "Bad Request"), PAYLOAD_TOO_LARGE)
+BODY = (*VALIDATED, Answer.of(BadRequestError), PAYLOAD_TOO_LARGE)
 # A POST, PUT or DELETE of a user: the per-user rate limit (RATE_LIMIT_PER_MINUTE).
 WRITE = (Answer.of(RateLimitedError),)
 # An operation that takes `Idempotency-Key` (app/services/idempotency.py).
@@ -88,18 +104,13 @@ TOO_MANY = Answer.of(BadRequestError)  # quantity above MAX_TICKETS_PER_BOOKING
 FAIR_SALE = (Answer.of(AdmissionRequiredError), Answer.of(TicketLimitExceededError))
 
 
-def transition(code: str) -> Answer:
-    """A status change the entity's current status does not allow (409, a `code` of its own)."""
-    return Answer(409, code, "Transition not allowed")
-
-
 def problems(*answers: Answer | Iterable[Answer]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses for the given problems: one per status, listing its codes."""
     by_status: dict[int, dict[str, Answer]] = {}
     for item in answers:
         for answer in (item,) if isinstance(item, Answer) else item:
             by_status.setdefault(answer.status, {})[answer.code] = answer
-    replayable = any(a.code == IdempotencyMismatchError.code for a in by_status.get(422, {}).values())
+    replayable = any(a.error is IdempotencyMismatchError for a in by_status.get(422, {}).values())
     return {
         status: _problem_response(status, list(codes.values()), replayable)
         for status, codes in sorted(by_status.items())
@@ -109,7 +120,7 @@ def problems(*answers: Answer | Iterable[Answer]) -> dict[int | str, dict[str, A
 def _problem_response(status: int, answers: list[Answer], replayable: bool) -> dict[str, Any]:
     codes = ", ".join(f"`{a.code}`" for a in answers)
     headers: dict[str, Any] = {"X-Request-ID": REQUEST_ID}
-    if status in (429, 503) or any(a.code == IdempotencyInProgressError.code for a in answers):
+    if status in (429, 503) or any(a.error is IdempotencyInProgressError for a in answers):
         headers["Retry-After"] = RETRY_AFTER
     if replayable and status in REPLAYABLE_STATUSES:
         headers["Idempotent-Replayed"] = REPLAYED

@@ -20,16 +20,21 @@ from app.api.v1.responses import (
     problems,
     rendered,
     success,
-    transition,
 )
-from app.core.errors import NotFoundError, SalesClosedError
+from app.core.errors import (
+    AlreadyWaitlistedError,
+    AmountOutOfRangeError,
+    NotFoundError,
+    OfferNotAvailableError,
+    SalesClosedError,
+    SeatsAvailableError,
+    WaitlistNotCancellableError,
+)
 from app.schemas.booking import BookingRead
 from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
 from app.schemas.waitlist import WaitlistEntryRead, WaitlistJoin
 from app.services import waitlist
 from app.services.audit import Actor
-from app.services.booking_batcher import AmountOutOfRangeError
-from app.services.waitlist import AlreadyWaitlistedError, OfferNotAvailableError, SeatsAvailableError
 
 router = APIRouter(prefix=f"{PREFIX}/waitlist", tags=["waitlist"])
 EntryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -53,7 +58,7 @@ PROBLEMS = {
     ),
     "listWaitlistEntries": problems(AUTHENTICATED, VALIDATED),
     "leaveWaitlist": problems(
-        AUTHENTICATED, VALIDATED, WRITE, LOCKED, NOT_FOUND, transition("waitlist_not_cancellable")
+        AUTHENTICATED, VALIDATED, WRITE, LOCKED, NOT_FOUND, Answer.of(WaitlistNotCancellableError)
     ),
     "bookWaitlistOffer": problems(
         AUTHENTICATED,
@@ -86,9 +91,7 @@ async def join(
     past the event's `max_tickets_per_user`: 409 `ticket_limit_exceeded`; while its waiting room is
     enabled, send `X-Admission-Token` (403 `admission_required` without it). Send `Idempotency-Key`
     to retry safely."""
-    return await guard.run(
-        lambda claim: waitlist.join(guard.runtime, guard.principal, body, claim, admission_token)
-    )
+    return await guard.run(lambda claim: waitlist.join(guard.runtime, guard.principal, body, claim, admission_token))
 
 
 @router.get(
