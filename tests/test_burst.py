@@ -215,3 +215,21 @@ async def test_simultaneous_checks_of_a_token_share_one_lookup(settings: Setting
         assert gateway.calls["auth_deny_list"] == 2  # one lookup per token
     finally:
         await gateway.close()
+
+
+async def test_checks_of_many_new_tokens_share_round_trips(settings: Settings, deny_list: Redis) -> None:
+    """A rush of users never seen before: their deny-list lookups go to Redis together, each still
+    answered on its own (a revoked user among them is refused, by user or by token id)."""
+    gateway = CountingGateway(settings)
+    checker = RevocationChecker(settings, gateway)
+    users = [Principal(user_id=FIRST_USER + 100 + n, role=Role.USER, jti=f"jti-{n}") for n in range(200)]
+    await deny_list.set(f"revoked:user:{users[7].user_id}", "1", ex=300)
+    await deny_list.set(f"revoked:jti:{users[8].jti}", "1", ex=300)
+    try:
+        outcomes = await asyncio.gather(*(checker.check(user) for user in users), return_exceptions=True)
+        refused = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, UnauthorizedError)]
+        assert refused == [7, 8] and outcomes.count(None) == 198
+        assert gateway.calls["auth_deny_list"] <= 2  # one round trip, or two if the first left early
+    finally:
+        await deny_list.delete(f"revoked:jti:{users[8].jti}")
+        await gateway.close()

@@ -6,12 +6,14 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from redis.asyncio.lock import Lock
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import clock
+from app.core.config import Settings
 from app.services.payments import sign
 from tests.checks import assert_invariant, count
-from tests.conftest import WEBHOOK_SECRET, Api
+from tests.conftest import WEBHOOK_SECRET, Api, running_app
 from tests.support import figures, pay, webhook
 
 
@@ -247,3 +249,21 @@ async def test_payment_start_rules(api: Api) -> None:
         f"/api/v1/bookings/{booking['id']}/payment", json={"payment_method": "card"}, headers=api.headers(5)
     )
     assert twice.status_code == 409 and twice.json()["code"] == "payment_in_progress"
+
+
+async def test_starting_a_payment_does_not_queue_behind_the_event(settings: Settings, db: AsyncConnection) -> None:
+    """It moves no seats, so it takes no event lock: while another instance holds the event (a rush of
+    holds and bookings), buyers can still start paying."""
+    async with running_app(settings.model_copy(update={"lock_wait_seconds": 0.2})) as api:
+        await api.create_event(1, capacity=10)
+        booking = (await api.book(5, 1)).json()
+        elsewhere = Lock(api.runtime.redis.client, api.runtime.redis.key("lock", "event", 1), timeout=60)
+        assert await elsewhere.acquire(blocking=False)
+        try:
+            started = await api.client.post(
+                f"/api/v1/bookings/{booking['id']}/payment", json={"payment_method": "card"}, headers=api.headers(5)
+            )
+        finally:
+            await elsewhere.release()
+    assert started.status_code == 201, started.text
+    assert await count(db, "bookings", "payment_status = 'processing'") == 1

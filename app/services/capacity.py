@@ -151,6 +151,17 @@ async def run_locked(
     return result
 
 
+async def run_in_transaction(runtime: Runtime, operation: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `operation` in one transaction that moves no seats: no event lock, no event row lock
+    (SPEC section 2 asks them of capacity changes only), so it never queues behind an event's
+    bookings. It locks the rows it changes itself, and only those: holding no other lock while it
+    waits, it cannot take part in a deadlock."""
+    async with runtime.sessionmaker() as session:
+        result = await _with_retries(session, runtime.settings.version_conflict_retries, operation)
+        await runtime.after_commit(session)
+    return result
+
+
 async def _with_retries(session: AsyncSession, retries: int, operation: Callable[[AsyncSession], Awaitable[T]]) -> T:
     try:
         async for attempt in AsyncRetrying(

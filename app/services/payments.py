@@ -30,7 +30,7 @@ from app.schemas.payment import PaymentIntent, PaymentOutcome, PaymentWebhook
 from app.services import audit, bookings, idempotency, outbox
 from app.services.audit import Actor
 from app.services.bookings import booking_data
-from app.services.capacity import get_event, run_locked, shift_seats
+from app.services.capacity import get_event, run_in_transaction, run_locked, shift_seats
 from app.services.runtime import Runtime
 
 log = get_logger(__name__)
@@ -83,7 +83,7 @@ async def start_payment(
 
     async def operation(session: AsyncSession) -> PaymentIntent:
         now = clock.now()
-        current = await session.get(Booking, booking.id, populate_existing=True)
+        current = await session.get(Booking, booking.id, populate_existing=True, with_for_update=True)
         assert current is not None
         if current.status is not BookingStatus.PENDING or current.is_expired:
             raise BookingNotPayableError(f"A {current.status.value} booking cannot be paid")
@@ -105,7 +105,8 @@ async def start_payment(
         await idempotency.store_in(session, claim, 201, intent.model_dump(mode="json"))
         return intent
 
-    return await run_locked(runtime, booking.event_id, operation)
+    # Starting a payment moves no seats: it locks its booking's row, not the event.
+    return await run_in_transaction(runtime, operation)
 
 
 @dataclass(frozen=True, slots=True)
