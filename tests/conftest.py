@@ -22,6 +22,7 @@ from app.core.security import Role, create_access_token
 from app.services.runtime import Runtime
 from migrate import alembic_config
 from tests import servers
+from tests.ha.redis_topology import ClusterTopology, SentinelTopology
 
 RUN_ID = uuid.uuid4().hex[:8]
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
@@ -176,3 +177,24 @@ async def db(database_url: str) -> AsyncIterator[AsyncConnection]:
     async with engine.connect() as connection:
         yield connection
     await engine.dispose()
+
+
+# Throwaway Redis topologies of the `make test-ha` runs (each test module gets its own).
+@pytest.fixture(scope="module")
+def sentinel() -> Iterator[SentinelTopology]:
+    topology = SentinelTopology()
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.close()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterTopology]:
+    topology = ClusterTopology()
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.close()

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import ast
 import re
-from datetime import timedelta
 from pathlib import Path
 
 import app.application  # noqa: F401  (every module that could define an error class)
-from app.core.clock import clock
 from app.core.errors import AppError, InvalidTransitionError, catalogue
 from app.models.enums import BookingStatus
 from app.services import bookings
-from tests.conftest import Api
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_OR_CODE = re.compile(r"\b([1-5][0-9]{2})\b|`([a-z_]+)`")
@@ -95,14 +92,3 @@ def test_every_booking_transition_target_has_its_refusal() -> None:
     assert targets == set(bookings.REFUSALS)
     assert all(issubclass(refusal, InvalidTransitionError) for refusal in bookings.REFUSALS.values())
     assert BookingStatus.PENDING not in bookings.REFUSALS
-
-
-async def test_booking_on_an_expired_hold_answers_reservation_not_active(api: Api) -> None:
-    await api.create_event(1, capacity=3)
-    hold = (
-        await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 2}, headers=api.headers(5))
-    ).json()
-    clock.advance(timedelta(minutes=api.settings.reservation_timeout_minutes, seconds=1))
-    response = await api.book(5, 1, 2, reservation_id=hold["id"])
-    assert response.status_code == 409
-    assert response.json()["code"] == "reservation_not_active"

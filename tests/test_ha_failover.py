@@ -120,26 +120,6 @@ def patroni() -> Iterator[PatroniCluster]:
 
 
 @pytest.fixture(scope="module")
-def sentinel() -> Iterator[SentinelTopology]:
-    topology = SentinelTopology()
-    try:
-        topology.start()
-        yield topology
-    finally:
-        topology.close()
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterTopology]:
-    topology = ClusterTopology()
-    try:
-        topology.start()
-        yield topology
-    finally:
-        topology.close()
-
-
-@pytest.fixture(scope="module")
 def ha_settings(patroni: PatroniCluster, sentinel: SentinelTopology) -> Settings:
     """The `bookings` database on the Patroni cluster, migrated through the multi-host URL."""
     url = patroni.url("bookings")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -29,26 +29,6 @@ pytestmark = pytest.mark.ha
 
 RATE_LIMIT = 3
 EVENT = 1
-
-
-@pytest.fixture(scope="module")
-def sentinel() -> Iterator[SentinelTopology]:
-    topology = SentinelTopology()
-    try:
-        topology.start()
-        yield topology
-    finally:
-        topology.close()
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterTopology]:
-    topology = ClusterTopology()
-    try:
-        topology.start()
-        yield topology
-    finally:
-        topology.close()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> float:
