@@ -6,12 +6,14 @@ import asyncio
 import random
 from datetime import timedelta
 
+from redis.asyncio.lock import Lock
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import clock
+from app.core.config import Settings
 from app.services import sweeper
 from tests.checks import assert_invariant, count
-from tests.conftest import Api
+from tests.conftest import Api, running_app
 
 
 async def test_booking_takes_seats_and_is_audited(api: Api, db: AsyncConnection) -> None:
@@ -202,3 +204,21 @@ async def test_own_bookings_listed_newest_first_with_filters(api: Api) -> None:
     assert [b["id"] for b in only_event_1.json()["items"]] == [first["id"]]
     pending = await api.client.get("/api/v1/bookings/", params={"status": "cancelled"}, headers=api.headers(5))
     assert pending.json()["total"] == 0
+
+
+async def test_booking_a_hold_does_not_queue_behind_the_event(settings: Settings, db: AsyncConnection) -> None:
+    """Its seats are already reserved: no counter moves, so no event lock. While another instance holds
+    the event (a rush of holds and bookings), buyers can still turn their holds into bookings."""
+    async with running_app(settings.model_copy(update={"lock_wait_seconds": 0.2})) as api:
+        await api.create_event(1, capacity=10)
+        hold = await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 2}, headers=api.headers(5))
+        elsewhere = Lock(api.runtime.redis.client, api.runtime.redis.key("lock", "event", 1), timeout=60)
+        assert await elsewhere.acquire(blocking=False)
+        try:
+            booked = await api.book(5, 1, 2, reservation_id=hold.json()["id"])
+        finally:
+            await elsewhere.release()
+        assert booked.status_code == 201, booked.text
+        assert (await api.availability(1))["reserved_capacity"] == 2
+    assert await count(db, "reservations", "status = 'converted'") == 1
+    await assert_invariant(db)

@@ -51,7 +51,9 @@ async def upsert(runtime: Runtime, actor: Actor, event_id: int, data: EventAvail
     async def operation(session: AsyncSession) -> EventAvailability:
         now = clock.now()
         event = await session.scalar(
-            select(EventAvailability).where(EventAvailability.event_id == event_id).with_for_update()
+            select(EventAvailability)
+            .where(EventAvailability.event_id == event_id)
+            .with_for_update(key_share=True)
         )
         if event is None:
             event = EventAvailability(

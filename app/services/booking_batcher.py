@@ -221,7 +221,7 @@ class BookingBatcher:
         if len(by_event) > 1:
             # Several events: their rows are locked now, in event order, against deadlocks. A single
             # (hot) event's row is locked only by the capacity UPDATE at the end, for the least time.
-            read = read.with_for_update()
+            read = read.with_for_update(key_share=True)
         events = {event.event_id: event for event in await session.scalars(read)}
         now = clock.now()
         buyers = [(request.event_id, request.user_id) for requests in by_event.values() for request in requests]

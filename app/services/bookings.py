@@ -30,7 +30,7 @@ from app.schemas.booking import BookingCreate, BookingRead
 from app.services import admission, audit, idempotency, outbox, waitlist_offers
 from app.services.audit import Actor
 from app.services.booking_batcher import BookingRequest, booking_amount, new_booking_reference
-from app.services.capacity import get_event, note_hold_expiry, run_locked, shift_seats
+from app.services.capacity import get_event, note_hold_expiry, run_in_transaction, run_locked, shift_seats
 from app.services.runtime import Runtime
 
 # (from, to) -> seat moves (available, reserved, confirmed) and the message announcing it.
@@ -134,7 +134,9 @@ async def _book_reservation(
         )
         return booking
 
-    return await run_locked(runtime, data.event_id, operation)
+    # The hold's seats are already reserved: the counters do not move, so no event lock, only the
+    # hold's row (SPEC section 2 locks capacity changes).
+    return await run_in_transaction(runtime, operation)
 
 
 async def book_held_seats(

@@ -38,7 +38,7 @@ def snapshot(event: EventAvailability) -> dict[str, Any]:
 async def get_event(session: AsyncSession, event_id: int, *, for_update: bool = False) -> EventAvailability:
     query = select(EventAvailability).where(EventAvailability.event_id == event_id)
     if for_update:
-        query = query.with_for_update()
+        query = query.with_for_update(key_share=True)
     event = await session.scalar(query.execution_options(populate_existing=True))
     if event is None:
         raise NotFoundError(f"Event {event_id} has no availability")
@@ -139,7 +139,10 @@ async def run_locked(
                 select(EventAvailability.event_id)
                 .where(EventAvailability.event_id.in_(ids))
                 .order_by(EventAvailability.event_id)
-                .with_for_update()
+                # FOR NO KEY UPDATE: it excludes the other writers of the row all the same, but not the
+                # key-share lock a booking's INSERT takes on its event (its foreign key), so booking a
+                # hold, which takes no event lock, never waits on a writer that waits on it.
+                .with_for_update(key_share=True)
             )
         return await operation(session)
 

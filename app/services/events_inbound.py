@@ -53,7 +53,9 @@ async def handle(runtime: Runtime, raw: bytes | str) -> str:
 async def _apply(session: AsyncSession, runtime: Runtime, message: InboundEventMessage, digest: str) -> str:
     now = clock.now()
     event = await session.scalar(
-        select(EventAvailability).where(EventAvailability.event_id == message.event_id).with_for_update()
+        select(EventAvailability)
+        .where(EventAvailability.event_id == message.event_id)
+        .with_for_update(key_share=True)
     )
     if event is not None and event.last_inbound_digest == digest:
         return "duplicate"
