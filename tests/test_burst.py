@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.config import Settings
 from app.core.errors import UnauthorizedError
-from app.core.revocation import RevocationChecker
 from app.core.security import Principal, Role, create_access_token
 from app.db.redis import RedisGateway
+from app.services.revocation import RevocationChecker
 from bench.http import Connection, bearer
 from tests.checks import assert_invariant, count
 from tests.conftest import make_settings, running_app

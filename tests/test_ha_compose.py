@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from app.core.config import Settings
-from app.db.urls import host_count
+from app.core.database_urls import host_count
 
 ROOT = Path(__file__).resolve().parent.parent
 

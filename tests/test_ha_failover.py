@@ -24,9 +24,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core.config import Settings
+from app.core.database_urls import sqlalchemy_url
 from app.core.security import Role, create_access_token
 from app.db.redis import build_redis_client, close_redis_client
-from app.db.urls import sqlalchemy_url
 from migrate import alembic_config
 from tests import servers
 from tests.checks import assert_invariant

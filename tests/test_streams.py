@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 
 from app.application import create_app
 from app.core.config import Settings
-from app.core.revocation import RevocationChecker
 from app.core.security import Principal, Role, create_access_token
 from app.db.redis import RedisGateway
+from app.services.revocation import RevocationChecker
 from app.services.runtime import Runtime
 from app.services.stream_limits import StreamLimits, TooManyStreamsError
 from tests.conftest import Api, make_settings

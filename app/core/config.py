@@ -16,8 +16,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from app.core.database_urls import READER_ATTRS, sqlalchemy_url
 from app.core.zero_source import ZeroSettingsSource, ZeroUnavailableError
-from app.db.urls import READER_ATTRS, sqlalchemy_url
 
 # Compose and Kubernetes secrets arrive as files here, one per setting (`jwt_secret`, `db_password`, ...).
 SECRETS_DIR = Path("/run/secrets")

@@ -11,8 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.logging import get_logger
-from app.core.rate_limit import WriteRateLimiter
-from app.core.revocation import RevocationChecker
 from app.core.security import TokenVerifier
 from app.db.lock import EventLocks
 from app.db.redis import RedisGateway, RedisUnavailable
@@ -20,6 +18,8 @@ from app.db.session import create_sessionmaker
 from app.schemas.availability import EventAvailabilityRead
 from app.services.availability_cache import AvailabilityCache
 from app.services.availability_feed import AvailabilityFeed
+from app.services.rate_limit import WriteRateLimiter
+from app.services.revocation import RevocationChecker
 from app.services.stream_limits import StreamLimits
 from app.services.waiting_line import WaitingLine
 

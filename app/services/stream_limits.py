@@ -24,9 +24,9 @@ from redis.asyncio import Redis
 from app.core.config import Settings
 from app.core.errors import ServiceUnavailableError, TooManyStreamsError, UnauthorizedError
 from app.core.logging import get_logger
-from app.core.revocation import RevocationChecker
 from app.core.security import Principal
 from app.db.redis import RedisGateway, RedisUnavailable
+from app.services.revocation import RevocationChecker
 
 log = get_logger(__name__)
 RETRY_AFTER_SECONDS = 5

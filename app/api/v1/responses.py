@@ -78,7 +78,7 @@ INTERNAL_ERROR = Answer.of(InternalError)
 DATABASE_UNAVAILABLE = Answer.of(DatabaseUnavailableError)
 # Any route: a bug, or the database out of reach.
 ANY = (INTERNAL_ERROR, DATABASE_UNAVAILABLE)
-# A route behind the bearer token (app/api/deps.py get_principal, app/core/revocation.py).
+# A route behind the bearer token (app/api/deps.py get_principal, app/services/revocation.py).
 AUTHENTICATED = (
     *ANY,
     Answer.of(UnauthorizedError),
