@@ -55,6 +55,7 @@ async def test_holds_bookings_and_offers_count_once(api: Api, db: AsyncConnectio
     assert refused_for_limit(await hold(api, 7, 1, 1), 4, 4)
     converted = await api.book(7, 1, quantity=2, reservation_id=held.json()["id"])
     assert converted.status_code == 201, converted.text  # the hold's seats, not two more
+    assert refused_for_limit(await api.book(7, 1), 4, 4)  # counted once: 4 held, not 6
     assert (await api.book(8, 1, quantity=4)).status_code == 201  # another buyer has their own allowance
 
     await limit(api, 2, 3, 4)
@@ -122,3 +123,19 @@ async def test_a_lower_limit_applies_to_new_requests_only(api: Api, db: AsyncCon
     assert await count(db, "bookings", "user_id = 7 AND status = 'pending'") == 3
     assert refused_for_limit(await api.book(7, 1), 2, 3)
     assert (await api.book(8, 1, quantity=2)).status_code == 201
+
+
+async def test_an_offer_never_takes_a_buyer_past_the_limit(api: Api, db: AsyncConnection) -> None:
+    """Joining is checked against the limit; seats bought after joining count when the offer comes."""
+    await limit(api, 1, 5, 4)
+    others = (await api.book(8, 1, quantity=4)).json()
+    assert (await api.book(7, 1)).status_code == 201  # sold out now
+    entry = await api.client.post("/api/v1/waitlist/", json={"event_id": 1, "quantity": 3}, headers=api.headers(7))
+    assert entry.status_code == 201  # 1 held + 3 wanted = 4: allowed
+    await limit(api, 1, 6, 4)  # one more seat: the entry (3) does not fit it, the buyer books it
+    assert (await api.book(7, 1)).status_code == 201
+    await api.client.put(f"/api/v1/bookings/{others['id']}/cancel", headers=api.headers(8))
+    waiting = await count(db, "waitlist_entries", "user_id = 7 AND status = 'pending'")
+    assert waiting == 1, "2 held + 3 offered would pass the limit of 4: the entry keeps waiting"
+    assert (await api.availability(1))["available_capacity"] == 4
+    await assert_invariant(db)

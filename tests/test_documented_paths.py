@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import httpx
 from redis.asyncio.lock import Lock
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -80,3 +81,24 @@ async def test_only_a_pending_unexpired_booking_can_be_paid(api: Api, db: AsyncC
         assert (response.status_code, response.json()["code"]) == (409, "booking_not_payable")
     assert await count(db, "audit_log", "action = 'payment.started'") == 0
     assert await count(db, "bookings", "payment_reference IS NOT NULL") == 0
+
+
+async def test_a_version_conflict_is_not_replayed_to_a_retry_with_the_same_key(
+    database_url: str, settings: Settings, db: AsyncConnection
+) -> None:
+    """409 `version_conflict` says "please retry": the retry with the same Idempotency-Key runs again."""
+    async with running_app(settings.model_copy(update={"version_conflict_retries": 0})) as api:
+        await api.create_event(1, capacity=10)
+        headers = api.headers(5, **{"Idempotency-Key": "book-once"})
+        body = {"event_id": 1, "quantity": 2}
+
+        async def book() -> httpx.Response:
+            return await api.client.post("/api/v1/bookings/", json=body, headers=headers)
+
+        async with concurrent_writer(database_url, settings, 1) as writer, asyncio.timeout(60):
+            refused, _ = await writer.make_stale(book)
+        assert (refused.status_code, refused.json()["code"]) == (409, "version_conflict")
+        retried = await book()
+    assert retried.status_code == 201, retried.text
+    assert "idempotent-replayed" not in retried.headers
+    assert await count(db, "bookings") == 1

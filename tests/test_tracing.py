@@ -149,10 +149,16 @@ async def test_a_booking_traces_its_request_sql_redis_and_batch(settings: Settin
     batch_sql = in_trace(spans, batch, "postgresql")
     assert any("INSERT INTO bookings" in str((span.attributes or {}).get("db.statement", "")) for span in batch_sql)
     assert in_trace(spans, batch, "redis"), "the batch's event lock is taken in Redis"
-    # The request's own Redis call (the token deny-list check) is a child of the request span.
-    request_redis = in_trace(spans, request, "redis")
-    assert request_redis
-    assert all(span.parent and span.parent.span_id == request.context.span_id for span in request_redis)
+    # The token's deny-list lookup shares its round trip with every request waiting at that moment,
+    # so it is a trace of its own (like the batch), not a child of one of them.
+    lookups = [
+        span
+        for span in spans
+        if span.parent is None
+        and "redis" in {(span.attributes or {}).get("db.system"), (span.attributes or {}).get("db.system.name")}
+    ]
+    assert lookups, "the deny-list round trip is traced"
+    assert not in_trace(spans, request, "redis")
     assert not wrapped(Redis.execute_command), "undone at shutdown: the next app in this process is not traced"
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import clock
 from app.core.config import Settings
+from app.core.security import create_access_token
 from tests.checks import assert_invariant, count
 from tests.conftest import Api, make_settings, running_app
 from tests.redis_server import ThrowawayRedis
@@ -167,15 +168,19 @@ async def test_turning_the_room_off_and_on_again(api: Api) -> None:
     await enable(api, 1, admit_per_minute=1)
     token = (await join(api, 7, 1)).json()["admission_token"]
     waiting = (await join(api, 8, 1)).json()
-    assert waiting["status"] == "waiting"
+    assert waiting["status"] == "waiting" and waiting["room_enabled"]
 
     await enable(api, 1, admit_per_minute=1, enabled=False)
     assert (await api.book(9, 1)).status_code == 201  # everyone buys at once again
-    now_admitted = (await api.client.get(f"{QUEUE}/1", headers=api.headers(8))).json()
-    assert now_admitted["status"] == "admitted"
+    kept = (await api.client.get(f"{QUEUE}/1", headers=api.headers(8))).json()
+    assert (kept["status"], kept["room_enabled"], kept["ticket_id"]) == ("waiting", False, waiting["ticket_id"])
+    early = (await join(api, 11, 1)).json()  # a place taken while the room is off is a place, not a pass
+    assert early["status"] == "waiting" and early["admission_token"] is None
 
     await enable(api, 1, admit_per_minute=1)
     assert (await api.book(10, 1)).status_code == 403
+    assert (await api.book(11, 1)).status_code == 403  # joining early did not skip the line
+    assert (await api.client.get(f"{QUEUE}/1", headers=api.headers(11))).json()["position"] == 2
     with_pass = await api.client.post(
         "/api/v1/bookings/", json={"event_id": 1, "quantity": 1}, headers=admitted(api, 7, token)
     )
@@ -286,3 +291,15 @@ async def test_the_line_outlives_an_instance_killed_with_sigkill(settings: Setti
             assert latecomer["ticket_id"] == "WR-1-4" and latecomer["position"] == 3
     finally:
         service.stop()
+
+
+async def test_the_ticket_stream_ends_when_its_token_expires(api: Api) -> None:
+    await api.create_event(1, capacity=10)
+    await enable(api, 1, admit_per_minute=1)
+    await join(api, 7, 1)
+    assert (await join(api, 8, 1)).json()["status"] == "waiting"
+    short = create_access_token(api.settings, 8, expires_in=timedelta(seconds=2))
+    response = await api.client.get(f"{QUEUE}/1/stream", headers={"Authorization": f"Bearer {short}"}, timeout=30)
+    blocks = response.text.strip().split("\n\n")
+    assert blocks[0].startswith("event: position")
+    assert blocks[-1] == 'event: end\ndata: {"reason": "token_expired"}'

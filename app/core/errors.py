@@ -202,6 +202,7 @@ class CapacityBelowHeldError(ConflictError):
 class VersionConflictError(ConflictError):
     code = "version_conflict"
     title = "Concurrent update"
+    replayable = False  # "please retry": a retry with the same Idempotency-Key must run again
 
 
 class IdempotencyInProgressError(ConflictError):

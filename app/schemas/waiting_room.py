@@ -28,6 +28,10 @@ class WaitingRoomOverview(WaitingRoomSettings):
 class WaitingRoomStatus(BaseModel):
     ticket_id: str
     event_id: int
+    room_enabled: bool = Field(
+        description="false: the event sells without admission right now; a place taken meanwhile is kept "
+        "for when the room is switched on"
+    )
     status: Literal["waiting", "admitted"]
     position: int = Field(description="Buyers ahead of you, counting you (0 once admitted); never goes up")
     estimated_wait_seconds: int = Field(description="From the measured admission rate")

@@ -32,6 +32,7 @@ class AvailabilityFeed:
         self._watched = asyncio.Event()  # some local client is connected
         self._listening = asyncio.Event()  # the channel is subscribed to
         self._closed = False  # shutting down: a stream starting now ends at once
+        self.shutting_down = asyncio.Event()  # for the instance's other live streams (the waiting room's)
 
     def queue_publish(self, pipe: Any, updates: list[dict[str, Any]]) -> None:
         """Add the announcement of events' new figures to a pipeline the caller sends."""
@@ -63,6 +64,7 @@ class AvailabilityFeed:
     def close(self) -> None:
         """Shutdown: every stream ends."""
         self._closed = True
+        self.shutting_down.set()
         for clients in self._clients.values():
             for queue in clients:
                 _offer(queue, None)

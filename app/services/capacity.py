@@ -180,6 +180,10 @@ async def _with_retries(session: AsyncSession, retries: int, operation: Callable
                     return await operation(session)
     except (StaleVersion, StaleDataError) as exc:
         raise VersionConflictError("The event changed concurrently; please retry") from exc
+    except DBAPIError as exc:
+        if _is_transient(exc):  # still deadlocked or serialisation-failed after every retry
+            raise VersionConflictError("The event changed concurrently; please retry") from exc
+        raise
     raise AssertionError("unreachable: the retry loop returns or raises")
 
 

@@ -132,6 +132,9 @@ async def apply_webhook(runtime: Runtime, event: PaymentWebhook) -> WebhookOutco
     async def operation(session: AsyncSession) -> WebhookOutcome:
         current = await session.get(Booking, booking.id, populate_existing=True)
         assert current is not None
+        if current.payment_reference != event.payment_reference:  # a new attempt started meanwhile
+            log.warning("payment_webhook_for_a_replaced_attempt", booking_id=current.id)
+            return WebhookOutcome(current, applied=False)
         if event.outcome is PaymentOutcome.SUCCEEDED:
             return await _succeeded(session, runtime, current)
         return await _failed(session, current)

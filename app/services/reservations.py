@@ -17,6 +17,7 @@ from app.models.reservation import Reservation
 from app.schemas.availability import ReservationRead
 from app.services import admission, audit, buyer_limit, idempotency, outbox, waitlist_offers
 from app.services.audit import Actor
+from app.services.booking_batcher import booking_amount
 from app.services.bookings import check_quantity
 from app.services.capacity import note_hold_expiry, run_locked, shift_seats, take_seats
 from app.services.runtime import Runtime
@@ -42,6 +43,7 @@ async def reserve(
 
         async def may_hold(event: EventAvailability) -> None:
             admission.require(event, principal.user_id, admission_pass, now)
+            booking_amount(event, quantity)  # refused now if its booking could not store the amount
             await buyer_limit.check(session, event, principal.user_id, quantity, now)
 
         event = await take_seats(session, event_id, quantity, gate=may_hold)
@@ -125,6 +127,7 @@ async def _load(session: AsyncSession, reservation_id: int, event_id: int, user_
             Reservation.event_id == event_id,
             Reservation.user_id == user_id,
         )
+        .with_for_update()  # booking the hold takes its row, not the event: the two queue here
         .execution_options(populate_existing=True)
     )
     if hold is None:

@@ -15,6 +15,7 @@ the deny list off.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Iterable
 from enum import Enum
@@ -70,7 +71,8 @@ class RevocationChecker:
             self._in_flight[key] = lookup
             self._queued[key] = _deny_list_keys(principal)
             if self._sender is None:
-                self._sender = asyncio.create_task(self._send_queued())
+                # A fresh context: the round trip serves many requests, not the first one's.
+                self._sender = asyncio.create_task(self._send_queued(), context=contextvars.Context())
         return lookup
 
     async def _send_queued(self) -> None:
@@ -85,6 +87,10 @@ class RevocationChecker:
                     log.exception("deny_list_lookup_failed", tokens=len(batch))
                     self._fail(batch, exc)
                     continue
+                except BaseException:  # cancelled (shutdown): so are the checks waiting for it
+                    for key in batch:
+                        self._in_flight.pop(key).cancel()
+                    raise
                 self._settle(verdicts)
         finally:
             self._sender = None

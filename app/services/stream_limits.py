@@ -67,7 +67,11 @@ class StreamLimits:
         session = StreamSession(self, principal)
         user_id = principal.user_id
         self._open[user_id] += 1  # counted before waiting for Redis, so simultaneous opens see it
-        granted = await self._take(session)
+        try:
+            granted = await self._take(session)
+        except BaseException:  # cancelled, or a bug: the slot is not kept
+            self._forget(user_id)
+            raise
         if granted is None:  # Redis unreachable or busy: this instance's streams only
             granted = self._open[user_id] <= self._per_user
         if not granted:

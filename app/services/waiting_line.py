@@ -6,8 +6,9 @@ frontier by the admissions earned since the last call (`admit_per_minute` times 
 so admission needs no timer anywhere, runs at one rate across all instances together, and its
 order is the join order by construction. A line with nobody waiting banks at most one admission
 (a new line starts with it): the first buyer into an empty line passes at once, and a crowd
-arriving after a quiet spell is still metered. While the room is disabled everyone in the line is
-admitted.
+arriving after a quiet spell is still metered. While the room is disabled nobody is admitted (nobody
+needs to be: everyone may buy), so a place taken then is a place in the line, not an admission that
+would outlast the room being switched on.
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ local newly = 0
 local function advance()
   local issued, frontier = num('issued', 0), num('admitted', 0)
   local credit = num('credit', 1) + math.max(0, now - num('last_ms', now)) * rate / 60000
-  local target = issued
+  local target = frontier
   if enabled then target = math.min(issued, frontier + math.floor(credit)) end
   credit = credit - (target - frontier)
-  if target == issued then credit = math.min(math.max(credit, 0), 1) end
+  if target == issued or not enabled then credit = math.min(math.max(credit, 0), 1) end
   for ticket = frontier + 1, target do redis.call('HSET', admitted_at, ticket, now) end
   newly = newly + target - frontier
   local measured_ms = num('measured_ms', -1)
@@ -76,13 +77,15 @@ if not ticket and join and user ~= '' then
   redis.call('HSET', joined, ticket, now)
   created = 1
   issued, frontier = advance()
-  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, tonumber(ARGV[5])) end
 end
 ticket = tonumber(ticket or 0)
 local first, seen_ms = 0, 0
 if ticket > 0 and ticket <= frontier then
   first = redis.call('HSETNX', seen, user, now)
   seen_ms = tonumber(redis.call('HGET', seen, user))
+end
+if created == 1 then
+  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, tonumber(ARGV[5])) end
 end
 return {issued, frontier, newly, redis.call('HGET', state, 'measured') or '0',
         tonumber(redis.call('HGET', joined, frontier + 1) or 0), ticket, created, first,

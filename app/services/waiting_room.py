@@ -80,11 +80,13 @@ def _status(runtime: Runtime, user_id: int, event_id: int, room: WaitingRoomSett
         expires_at += timedelta(minutes=room.admission_minutes)
         token = admission.issue(runtime.settings, admission.AdmissionPass(user_id, event_id, expires_at))
     position = 0 if line.admitted else line.ticket - line.frontier
-    wait = math.ceil(position * 60 / line.rate(room))
+    # A room switched off admits nobody and asks nobody for admission: no wait to announce.
+    wait = math.ceil(position * 60 / line.rate(room)) if room.enabled else 0
     status: Literal["waiting", "admitted"] = "admitted" if line.admitted else "waiting"
     return WaitingRoomStatus(
         ticket_id=f"WR-{event_id}-{line.ticket}",
         event_id=event_id,
+        room_enabled=room.enabled,
         status=status,
         position=position,
         estimated_wait_seconds=wait,

@@ -28,6 +28,7 @@ from app.models.waitlist import WaitlistEntry
 from app.schemas.waitlist import WaitlistAdminUpdate, WaitlistEntryRead, WaitlistJoin
 from app.services import admission, audit, buyer_limit, idempotency, outbox
 from app.services.audit import Actor
+from app.services.booking_batcher import booking_amount
 from app.services.bookings import book_held_seats, booking_data, check_quantity
 from app.services.capacity import get_event, run_locked, shift_seats
 from app.services.runtime import Runtime
@@ -54,6 +55,7 @@ async def join(
         if not event.sales_open:
             raise SalesClosedError(f"Sales for event {data.event_id} are closed")
         admission.require(event, principal.user_id, admission_pass, now)
+        booking_amount(event, data.quantity)  # refused now if its booking could not store the amount
         await buyer_limit.check(session, event, principal.user_id, data.quantity, now)
         if event.available_capacity >= data.quantity:
             raise SeatsAvailableError(f"{event.available_capacity} seats are available: book them instead")

@@ -18,7 +18,7 @@ from app.core.config import Settings
 from app.models.enums import WaitlistStatus
 from app.models.waitlist import WaitlistEntry
 from app.schemas.waitlist import WaitlistEntryRead
-from app.services import audit, outbox
+from app.services import audit, buyer_limit, outbox
 from app.services.audit import Actor
 from app.services.capacity import get_event, note_hold_expiry, shift_seats
 
@@ -35,7 +35,7 @@ async def offer_freed_seats(
     free = event.available_capacity
     if free <= 0 or not event.sales_open:
         return []
-    candidates = await session.scalars(
+    found = await session.scalars(
         select(WaitlistEntry)
         .where(
             WaitlistEntry.event_id == event_id,
@@ -46,10 +46,14 @@ async def offer_freed_seats(
         .limit(free)
         .with_for_update()
     )
+    candidates = list(found)
+    allowance = await buyer_limit.allowance_for(session, [event], [(event_id, e.user_id) for e in candidates], now)
     offered: list[WaitlistEntry] = []
     expires_at = now + timedelta(hours=settings.waitlist_notification_timeout_hours)
     for entry in candidates:
-        if entry.quantity > free:
+        # Too many seats for what is free, or for the buyer's limit (they bought since joining): the
+        # entry keeps its place for later seats.
+        if entry.quantity > free or allowance.refusal(event, entry.user_id, entry.quantity):
             continue
         free -= entry.quantity
         before = entry_data(entry)

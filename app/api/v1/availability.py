@@ -24,6 +24,7 @@ from app.api.v1.responses import (
     success,
 )
 from app.core.errors import (
+    AmountOutOfRangeError,
     InsufficientCapacityError,
     NotFoundError,
     RateLimitedError,
@@ -51,6 +52,7 @@ PROBLEMS = {
         FAIR_SALE,
         Answer.of(SalesClosedError),
         Answer.of(InsufficientCapacityError),
+        Answer.of(AmountOutOfRangeError),
     ),
     "releaseHold": problems(AUTHENTICATED, VALIDATED, WRITE, LOCKED, NOT_FOUND, Answer.of(ReservationNotActiveError)),
     "streamAvailability": problems(AUTHENTICATED, VALIDATED, NOT_FOUND, Answer.of(RateLimitedError)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Response, status
@@ -11,10 +12,13 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import AdminUser, CurrentUser, RuntimeDep, require_admin
 from app.api.v1 import PREFIX, examples
+from app.api.v1.availability import sse_end
 from app.api.v1.responses import ADMIN, AUTHENTICATED, BODY, LOCKED, VALIDATED, WRITE, Answer, problems, rendered
-from app.core.errors import AppError, NotFoundError
+from app.core.errors import NotFoundError, RateLimitedError, ServiceUnavailableError
 from app.schemas.waiting_room import WaitingRoomOverview, WaitingRoomSettings, WaitingRoomStatus
 from app.services import waiting_room
+from app.services.runtime import Runtime
+from app.services.stream_limits import StreamSession
 
 router = APIRouter(prefix=f"{PREFIX}/queue", tags=["waiting room"])
 admin_router = APIRouter(prefix=f"{PREFIX}/admin/queue", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -26,14 +30,15 @@ NOT_FOUND = Answer.of(NotFoundError)
 PROBLEMS = {
     "joinWaitingRoom": problems(AUTHENTICATED, VALIDATED, WRITE, NOT_FOUND),
     "getWaitingRoomTicket": problems(AUTHENTICATED, VALIDATED, NOT_FOUND),
-    "streamWaitingRoomTicket": problems(AUTHENTICATED, VALIDATED, NOT_FOUND),
+    "streamWaitingRoomTicket": problems(AUTHENTICATED, VALIDATED, NOT_FOUND, Answer.of(RateLimitedError)),
     "configureWaitingRoom": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND),
     "getWaitingRoom": problems(ADMIN, VALIDATED, NOT_FOUND),
 }
 STREAM = {
     "description": "Server-Sent Events: `position` events (`data`: your ticket, the `WaitingRoomStatus` "
     "schema, as JSON) each time the line is read again, then one `admitted` event carrying the admission "
-    "token, and the stream ends. Lines starting with `:` say the waiting room cannot be reached for now.",
+    "token, and the stream ends; or an `end` event (`{\"reason\": \"token_expired\"|\"token_revoked\"}`) at "
+    "the token's expiry or revocation. Lines starting with `:` say the waiting room cannot be reached for now.",
     "content": {
         "text/event-stream": {
             "schema": {"type": "string", "description": "`event: position|admitted`, `data: <JSON>`"},
@@ -89,32 +94,44 @@ async def get_ticket(event_id: EventId, runtime: RuntimeDep, user: CurrentUser) 
 )
 async def stream_ticket(event_id: EventId, runtime: RuntimeDep, user: CurrentUser) -> StreamingResponse:
     """Your ticket as a `position` event each time the line is read, then one `admitted` event with
-    the admission token, and the stream ends. Not in the line: 404 before the stream starts."""
+    the admission token, and the stream ends; also with an `end` event (`reason` `token_expired` or
+    `token_revoked`) at the token's expiry or revocation, and at shutdown. It counts against
+    SSE_MAX_STREAMS_PER_USER and SSE_MAX_STREAMS_PER_INSTANCE like the availability stream. Not in
+    the line: 404 before the stream starts."""
     first = await waiting_room.ticket(runtime, user, event_id)
+    session = await runtime.streams.open(user)
     return StreamingResponse(
-        _ticket_events(runtime, user, event_id, first),
+        _ticket_events(runtime, session, event_id, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _ticket_events(
-    runtime: RuntimeDep, user: CurrentUser, event_id: int, first: WaitingRoomStatus
+    runtime: Runtime, session: StreamSession, event_id: int, first: WaitingRoomStatus
 ) -> AsyncIterator[str]:
     current: WaitingRoomStatus | None = first
-    while True:
-        if current is None:
-            yield ": the waiting room cannot be reached right now; retrying\n\n"
-        elif current.status == "admitted":
-            yield _message("admitted", current)
-            return
-        else:
-            yield _message("position", current)
-        await asyncio.sleep(current.poll_after_seconds if current else waiting_room.MAX_POLL_SECONDS)
-        try:
-            current = await waiting_room.ticket(runtime, user, event_id)
-        except AppError:  # Redis out of reach for now: say so and look again
-            current = None
+    try:
+        while await session.live():
+            if current is None:
+                yield ": the waiting room cannot be reached right now; retrying\n\n"
+            elif current.status == "admitted":
+                yield _message("admitted", current)
+                return
+            else:
+                yield _message("position", current)
+            pause = current.poll_after_seconds if current else waiting_room.MAX_POLL_SECONDS
+            with suppress(TimeoutError):
+                await asyncio.wait_for(runtime.feed.shutting_down.wait(), timeout=session.wait_at_most(pause))
+            if runtime.feed.shutting_down.is_set():
+                return
+            try:
+                current = await waiting_room.ticket(runtime, session.principal, event_id)
+            except ServiceUnavailableError:  # Redis out of reach for now: say so and look again
+                current = None
+        yield sse_end(session.end_reason)
+    finally:
+        await session.close()
 
 
 def _message(kind: str, ticket: WaitingRoomStatus) -> str:

@@ -55,6 +55,7 @@ PROBLEMS = {
         Answer.of(SalesClosedError),
         Answer.of(SeatsAvailableError),
         Answer.of(AlreadyWaitlistedError),
+        Answer.of(AmountOutOfRangeError),
     ),
     "listWaitlistEntries": problems(AUTHENTICATED, VALIDATED),
     "leaveWaitlist": problems(
