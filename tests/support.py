@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from app.application import create_app
 from app.core.config import Settings
 from app.services.payments import sign
 from tests.conftest import WEBHOOK_SECRET, Api
@@ -152,3 +154,24 @@ async def messages_about(db: AsyncConnection, booking_id: int) -> list[dict[str,
         text("SELECT payload FROM outbox WHERE (payload->>'booking_id')::bigint = :id ORDER BY id"), {"id": booking_id}
     )
     return [dict(payload) for payload in rows.scalars()]
+
+
+@asynccontextmanager
+async def served_api(settings: Settings) -> AsyncIterator[Api]:
+    """The app behind a real uvicorn server on a free port (httpx's ASGI transport does not stream),
+    with event 1 of 5 seats."""
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.config.port}", timeout=10) as client:
+            api = Api(client, settings, app.state.runtime)
+            await api.create_event(1, capacity=5)
+            yield api
+    finally:
+        server.should_exit = True
+        await serving

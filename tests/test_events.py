@@ -9,16 +9,13 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.crc import key_slot
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.application import create_app
 from app.core.clock import clock
 from app.core.config import Settings
 from app.db.redis import RedisGateway
@@ -28,7 +25,7 @@ from app.services.outbox_relay import RELAY_LOCK_KEY, OutboxRelay
 from tests.checks import assert_invariant, count
 from tests.conftest import Api, make_settings, running_app
 from tests.redis_server import ThrowawayRedis, free_port
-from tests.support import concurrent_writer
+from tests.support import concurrent_writer, served_api
 
 
 def relay_of(api: Api) -> OutboxRelay:
@@ -353,44 +350,30 @@ async def listeners(api: Api, channel: str) -> int:
 
 
 async def test_sse_stream_sends_figures_and_updates(settings: Settings) -> None:
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):
-            if server.started:
+    async with served_api(settings) as api:
+        client, feed = api.client, api.runtime.feed
+        assert await listeners(api, feed.channel) == 0  # nobody watches: the instance does not listen
+        seen: list[dict[str, Any]] = []
+        async with client.stream("GET", "/api/v1/availability/1/stream", headers=api.headers(5)) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+                    if len(seen) == 1:
+                        await api.book(5, 1, 2)
+                    else:
+                        break
+        assert seen[0]["available_capacity"] == 5 and seen[1]["available_capacity"] == 3
+        for _ in range(50):  # the server notices the client left
+            if not feed._clients:
                 break
-            await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            api = Api(client, settings, app.state.runtime)
-            feed = app.state.runtime.feed
-            await api.create_event(1, capacity=5)
-            assert await listeners(api, feed.channel) == 0  # nobody watches: the instance does not listen
-            seen: list[dict[str, Any]] = []
-            async with client.stream("GET", "/api/v1/availability/1/stream", headers=api.headers(5)) as response:
-                assert response.headers["content-type"].startswith("text/event-stream")
-                async for line in response.aiter_lines():
-                    if line.startswith("data: "):
-                        seen.append(json.loads(line[6:]))
-                        if len(seen) == 1:
-                            await api.book(5, 1, 2)
-                        else:
-                            break
-            assert seen[0]["available_capacity"] == 5 and seen[1]["available_capacity"] == 3
-            for _ in range(50):  # the server notices the client left
-                if not app.state.runtime.feed._clients:
-                    break
-                await asyncio.sleep(0.05)
-            assert not app.state.runtime.feed._clients
-            for _ in range(60):  # and stops listening within a second or so
-                if await listeners(api, feed.channel) == 0:
-                    break
-                await asyncio.sleep(0.05)
-            assert await listeners(api, feed.channel) == 0
-    finally:
-        server.should_exit = True
-        await serving
+            await asyncio.sleep(0.05)
+        assert not feed._clients
+        for _ in range(60):  # and stops listening within a second or so
+            if await listeners(api, feed.channel) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await listeners(api, feed.channel) == 0
 
 
 class SlowToCloseGateway(RedisGateway):

@@ -13,10 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from redis.asyncio import Redis
 
-from app.application import create_app
 from app.core.config import Settings
 from app.core.security import Principal, Role, create_access_token
 from app.db.redis import RedisGateway
@@ -24,7 +22,7 @@ from app.services.revocation import RevocationChecker
 from app.services.runtime import Runtime
 from app.services.stream_limits import StreamLimits, TooManyStreamsError
 from tests.conftest import Api, make_settings
-from tests.redis_server import free_port
+from tests.support import served_api
 
 STREAM = "/api/v1/availability/1/stream"
 EVENT_WITHIN_SECONDS = 20  # a guard against a stream that never ends, not a measurement
@@ -34,23 +32,8 @@ FIRST_USER = 2 * 10**12 + secrets.randbelow(10**11)
 
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[tuple[Api, Runtime]]:
-    """The app behind a real uvicorn server (httpx's ASGI transport does not stream), with event 1."""
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            api = Api(client, settings, app.state.runtime)
-            await api.create_event(1, capacity=5)
-            yield api, app.state.runtime
-    finally:
-        server.should_exit = True
-        await serving
+    async with served_api(settings) as api:
+        yield api, api.runtime
 
 
 @asynccontextmanager
