@@ -28,10 +28,11 @@ BASE_ENV = {"DATABASE_URL": "postgresql://u@db:5432/bookings", "REDIS_URL": "red
 
 T = TypeVar("T")
 
+# The service's transactions waiting for the row the writer's current transaction holds.
 BLOCKED_SERVICE_WRITE = text(
     "SELECT xact_start FROM pg_stat_activity "
     "WHERE datname = current_database() AND application_name = :name "
-    "AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE event_availability%'"
+    "AND wait_event_type = 'Lock' AND CAST(:holder AS integer) = ANY(pg_blocking_pids(pid))"
 )
 
 
@@ -61,23 +62,30 @@ class ConcurrentWriter:
         self._service_name = settings.service_name
         self._event_id = event_id
 
-    async def _bump(self) -> AsyncConnection:
+    async def _bump(self) -> tuple[AsyncConnection, int]:
         connection = await self._engine.connect()
+        pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         await connection.execute(
             text("UPDATE event_availability SET version = version + 1 WHERE event_id = :id"), {"id": self._event_id}
         )
-        return connection  # its transaction is open: the row stays locked until commit
+        return connection, int(pid)  # its transaction is open: the row stays locked until commit
 
-    async def _service_blocked(self, watch: AsyncConnection, seen: set[datetime], request: asyncio.Task[Any]) -> bool:
-        """Wait until a new service transaction waits for the row; False once `request` is answered."""
+    async def _service_blocked(
+        self, watch: AsyncConnection, holder: int, seen: set[datetime], request: asyncio.Task[Any]
+    ) -> int | None:
+        """Wait until a service transaction waits for the `holder`'s row lock: how many such
+        transactions are new (a statement can be blocked again by the next holder when PostgreSQL
+        lets that one take the row's new version first). None once `request` is answered."""
         while not request.done():
             await watch.rollback()
-            started = set((await watch.execute(BLOCKED_SERVICE_WRITE, {"name": self._service_name})).scalars())
-            if started - seen:
-                seen.update(started)
-                return True
+            params = {"name": self._service_name, "holder": holder}
+            blocked = set((await watch.execute(BLOCKED_SERVICE_WRITE, params)).scalars())
+            if blocked:
+                new = blocked - seen
+                seen.update(blocked)
+                return len(new)
             await asyncio.sleep(0.01)
-        return False
+        return None
 
     async def make_stale(self, send: Callable[[], Awaitable[T]]) -> tuple[T, int]:
         """Send a request and let each of its attempts read the row, then move the row's version on
@@ -85,14 +93,14 @@ class ConcurrentWriter:
         seen: set[datetime] = set()
         stale = 0
         async with self._engine.connect() as watch:
-            holder = await self._bump()  # before the request: its first attempt cannot slip through
+            holder, pid = await self._bump()  # before the request: its first attempt cannot slip through
             request = asyncio.ensure_future(send())
             try:
-                while await self._service_blocked(watch, seen, request):
+                while (new := await self._service_blocked(watch, pid, seen, request)) is not None:
                     await holder.commit()
                     await holder.close()
-                    stale += 1
-                    holder = await self._bump()
+                    stale += new
+                    holder, pid = await self._bump()
             finally:
                 await holder.rollback()
                 await holder.close()
