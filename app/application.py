@@ -21,13 +21,10 @@ from app.core import metrics, tracing
 from app.core.config import Environment, Settings, load_settings
 from app.core.exit_signal import on_exit_signal
 from app.core.logging import configure_logging, get_logger, wants_console
-from app.db.redis import RedisGateway
-from app.db.session import create_engine, create_read_engine, create_sessionmaker
-from app.services.booking_batcher import BookingBatcher
+from app.runtime import Runtime
 from app.services.events_inbound import run_subscriber
 from app.services.outbox_relay import OutboxRelay
-from app.services.runtime import Runtime
-from app.services.sweeper import release_lapsed_holds, run_sweeper
+from app.services.sweeper import run_sweeper
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -35,23 +32,14 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    engine = create_engine(settings)
-    runtime = Runtime(
-        settings, engine, create_sessionmaker(engine), RedisGateway(settings), create_read_engine(settings)
-    )
-    runtime.batcher = BookingBatcher(runtime, release_lapsed=release_lapsed_holds)
-    return runtime
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    runtime = build_runtime(settings)
+    runtime = Runtime.from_settings(settings)
     app.state.runtime = runtime
     stop_tracing = tracing.instrument(runtime.engine, app.state.tracer_provider)
     relay = OutboxRelay(runtime)
-    runtime.outbox_listeners.append(relay.wake)
+    runtime.transactions.on_published(relay.wake)
     app.state.relay = relay
     tasks = [asyncio.create_task(runtime.feed.run(), name="availability-feed")]
     if settings.background_tasks_enabled:
@@ -95,10 +83,7 @@ async def _shut_down(runtime: Runtime, relay: OutboxRelay, tasks: list[asyncio.T
         await asyncio.wait_for(runtime.batcher.close(), timeout=budget / 2)
     except TimeoutError:
         log.warning("booking_batch_not_finished")
-    await runtime.redis.close()
-    await runtime.engine.dispose()
-    if runtime.read_engine is not None:
-        await runtime.read_engine.dispose()
+    await runtime.close()
     log.info("service_stopped")
 
 

@@ -19,7 +19,7 @@ from app.application import create_app
 from app.core.clock import clock
 from app.core.config import Settings
 from app.core.security import Role, create_access_token
-from app.services.runtime import Runtime
+from app.runtime import Runtime
 from migrate import alembic_config
 from tests import servers
 from tests.ha.redis_topology import ClusterTopology, SentinelTopology

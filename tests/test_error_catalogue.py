@@ -9,8 +9,7 @@ from pathlib import Path
 
 import app.application  # noqa: F401  (every module that could define an error class)
 from app.core.errors import AppError, InvalidTransitionError, catalogue
-from app.models.enums import BookingStatus
-from app.services import bookings
+from app.services.lifecycles import BOOKING, PAYMENT, RESERVATION, WAITLIST
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_OR_CODE = re.compile(r"\b([1-5][0-9]{2})\b|`([a-z_]+)`")
@@ -87,8 +86,9 @@ def test_no_code_string_is_given_at_a_raise_site() -> None:
     assert offending == []
 
 
-def test_every_booking_transition_target_has_its_refusal() -> None:
-    targets = {target for _, target in bookings.TRANSITIONS}
-    assert targets == set(bookings.REFUSALS)
-    assert all(issubclass(refusal, InvalidTransitionError) for refusal in bookings.REFUSALS.values())
-    assert BookingStatus.PENDING not in bookings.REFUSALS
+def test_every_trigger_that_can_be_refused_has_its_refusal_in_the_catalogue() -> None:
+    for machine in (BOOKING, PAYMENT, RESERVATION, WAITLIST):
+        refusable = {trigger for trigger, source in machine.transitions if source is not None}
+        assert refusable == set(machine.refusals), machine.entity_type
+        assert all(refusal in catalogue() for refusal in machine.refusals.values())
+        assert all(issubclass(refusal, InvalidTransitionError) for refusal in machine.refusals.values())

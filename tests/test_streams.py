@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 from app.core.config import Settings
 from app.core.security import Principal, Role, create_access_token
 from app.db.redis import RedisGateway
+from app.runtime import Runtime
 from app.services.revocation import RevocationChecker
-from app.services.runtime import Runtime
 from app.services.stream_limits import StreamLimits, TooManyStreamsError
 from tests.conftest import Api, make_settings
 from tests.support import served_api

@@ -17,8 +17,8 @@ from app.core.clock import clock
 from app.core.errors import AppError, ForbiddenError, UnauthorizedError
 from app.core.logging import get_logger
 from app.core.security import Principal
+from app.runtime import Runtime
 from app.services import idempotency
-from app.services.runtime import Runtime
 
 T = TypeVar("T")
 log = get_logger(__name__)

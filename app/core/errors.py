@@ -189,11 +189,6 @@ class AlreadyWaitlistedError(ConflictError):
     title = "Already on the waitlist"
 
 
-class OfferNotAvailableError(ConflictError):
-    code = "offer_not_available"
-    title = "No live offer"
-
-
 class CapacityBelowHeldError(ConflictError):
     code = "capacity_below_held"
     title = "Capacity below seats held"
@@ -252,6 +247,11 @@ class PaymentInProgressError(InvalidTransitionError):
 
 class ReservationNotActiveError(InvalidTransitionError):
     code = "reservation_not_active"
+
+
+class OfferNotAvailableError(InvalidTransitionError):
+    code = "offer_not_available"
+    title = "No live offer"
 
 
 class WaitlistNotCancellableError(InvalidTransitionError):

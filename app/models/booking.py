@@ -6,15 +6,17 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.clock import clock
 from app.db.base import Base
 from app.models.columns import created_at_column, status_column, updated_at_column
 from app.models.enums import BookingStatus, PaymentStatus
+from app.models.lapsing import Lapsing
 
 LIVE_BOOKING_STATUSES = (BookingStatus.PENDING, BookingStatus.CONFIRMED)
 
 
-class Booking(Base):
+class Booking(Lapsing, Base):
+    LAPSING_STATUS = BookingStatus.PENDING
+
     __tablename__ = "bookings"
     __table_args__ = (
         Index("ix_bookings_user_id_booking_date", "user_id", text("booking_date DESC")),
@@ -48,14 +50,12 @@ class Booking(Base):
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
 
     @property
     def is_expired(self) -> bool:
-        if self.status is BookingStatus.EXPIRED:
-            return True
-        return self.status is BookingStatus.PENDING and self.expires_at is not None and self.expires_at <= clock.now()
+        return self.status is BookingStatus.EXPIRED or self.lapsed
 
     @property
     def is_active(self) -> bool:
-        return self.status in LIVE_BOOKING_STATUSES and not self.is_expired
+        return self.status in LIVE_BOOKING_STATUSES and not self.lapsed

@@ -5,14 +5,16 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.clock import clock
 from app.db.base import Base
 from app.models.columns import created_at_column, status_column, updated_at_column
 from app.models.enums import ReservationStatus
+from app.models.lapsing import Lapsing
 
 
-class Reservation(Base):
+class Reservation(Lapsing, Base):
     """A temporary hold of seats (`/availability/{event_id}/reserve`)."""
+
+    LAPSING_STATUS = ReservationStatus.ACTIVE
 
     __tablename__ = "reservations"
     __table_args__ = (
@@ -34,8 +36,8 @@ class Reservation(Base):
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
 
     @property
     def is_live(self) -> bool:
-        return self.status is ReservationStatus.ACTIVE and self.expires_at > clock.now()
+        return self.status is ReservationStatus.ACTIVE and not self.lapsed

@@ -5,13 +5,15 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.clock import clock
 from app.db.base import Base
 from app.models.columns import created_at_column, status_column, updated_at_column
 from app.models.enums import WaitlistStatus
+from app.models.lapsing import Lapsing
 
 
-class WaitlistEntry(Base):
+class WaitlistEntry(Lapsing, Base):
+    LAPSING_STATUS = WaitlistStatus.NOTIFIED
+
     __tablename__ = "waitlist_entries"
     __table_args__ = (
         Index(
@@ -44,15 +46,12 @@ class WaitlistEntry(Base):
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
 
     @property
     def is_notification_expired(self) -> bool:
-        if self.status is WaitlistStatus.EXPIRED:
-            return True
-        return self.status is WaitlistStatus.NOTIFIED and self.expires_at is not None and self.expires_at <= clock.now()
+        return self.status is WaitlistStatus.EXPIRED or self.lapsed
 
     @property
     def is_active(self) -> bool:
-        live = (WaitlistStatus.PENDING, WaitlistStatus.NOTIFIED)
-        return self.status in live and not self.is_notification_expired
+        return self.status in (WaitlistStatus.PENDING, WaitlistStatus.NOTIFIED) and not self.lapsed

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
@@ -66,12 +66,6 @@ def audit_row(
         "after": after,
         "request_id": request_id if request_id is not None else current_request_id(),
     }
-
-
-async def record(session: AsyncSession, *rows: dict[str, Any]) -> None:
-    """Insert audit rows built with `audit_row` in the caller's transaction."""
-    if rows:
-        await session.execute(insert(AUDIT_TABLE), list(rows))
 
 
 @dataclass(frozen=True, slots=True)

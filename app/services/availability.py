@@ -14,12 +14,13 @@ from app.models.booking import Booking
 from app.models.enums import WaitlistStatus
 from app.models.event_availability import EventAvailability
 from app.models.waitlist import WaitlistEntry
+from app.runtime import Runtime
 from app.schemas.availability import EventAvailabilityRead, EventAvailabilityUpsert
-from app.services import audit, outbox, sweeper
+from app.services import expiry, outbox
 from app.services.audit import Actor
 from app.services.availability_cache import NEVER
-from app.services.capacity import get_event, remember_event, run_locked, snapshot
-from app.services.runtime import Runtime
+from app.services.seats import get_event, snapshot
+from app.services.unit_of_work import UnitOfWork
 from app.services.waitlist_offers import offer_freed_seats
 
 
@@ -35,11 +36,11 @@ async def get_availability(runtime: Runtime, event_id: int) -> EventAvailability
         return EventAvailabilityRead.model_validate(cached)
     async with runtime.sessionmaker() as session:
         await get_event(session, event_id)  # 404 for an unknown event
-        if await sweeper.events_with_due_holds(session, [event_id], now):
-            await sweeper.expire_due_for_event(runtime, event_id)
+        if await expiry.events_with_due_holds(session, [event_id]):
+            await expiry.expire_due_for_event(runtime.transactions, event_id)
     async with runtime.sessionmaker() as session:
         event = await get_event(session, event_id)
-        next_lapse = await sweeper.next_hold_expiry(session, event_id)
+        next_lapse = await expiry.next_hold_expiry(session, event_id)
     figures = EventAvailabilityRead.model_validate(event)
     await runtime.cache.store(figures.model_dump(mode="json"), next_lapse or NEVER, reset=True)
     return figures
@@ -48,12 +49,9 @@ async def get_availability(runtime: Runtime, event_id: int) -> EventAvailability
 async def upsert(runtime: Runtime, actor: Actor, event_id: int, data: EventAvailabilityUpsert) -> EventAvailability:
     """Create the event's availability, or change it; capacity never drops below seats held."""
 
-    async def operation(session: AsyncSession) -> EventAvailability:
-        now = clock.now()
-        event = await session.scalar(
-            select(EventAvailability)
-            .where(EventAvailability.event_id == event_id)
-            .with_for_update(key_share=True)
+    async def operation(uow: UnitOfWork) -> EventAvailability:
+        event = await uow.session.scalar(
+            select(EventAvailability).where(EventAvailability.event_id == event_id).with_for_update(key_share=True)
         )
         if event is None:
             event = EventAvailability(
@@ -64,36 +62,34 @@ async def upsert(runtime: Runtime, actor: Actor, event_id: int, data: EventAvail
                 version=1,
                 **data.model_dump(),
             )
-            session.add(event)
+            uow.session.add(event)
             before = None
             freed = 0
         else:
             before = snapshot(event)
             freed = apply_changes(event, data.model_dump())
             event.version += 1
-        event.last_updated = now
-        await session.flush()
-        await session.refresh(event)
-        await audit.record(
-            session,
-            audit.audit_row(
-                actor,
-                "availability.updated" if before else "availability.created",
-                "event_availability",
-                event.event_id,
-                now,
-                before,
-                snapshot(event),
-            ),
-        )
-        if freed > 0:
-            await offer_freed_seats(session, runtime.settings, event_id, now)
-            event = await get_event(session, event_id)
-        remember_event(session, event)
-        await outbox.enqueue(session, now, outbox.availability_message(event, now))
-        return event
+        event.last_updated = uow.now
+        action = "availability.updated" if before else "availability.created"
+        return await record_change(uow, actor, action, event, before, freed)
 
-    return await run_locked(runtime, event_id, operation)
+    return await runtime.transactions.locked(event_id, operation)
+
+
+async def record_change(
+    uow: UnitOfWork, actor: Actor, action: str, event: EventAvailability, before: dict[str, Any] | None, freed: int
+) -> EventAvailability:
+    """An event's figures changed by an admin or the events service: audited, announced, and any
+    seats added offered to the waitlist first."""
+    await uow.session.flush()
+    await uow.session.refresh(event)
+    uow.audit(actor, action, "event_availability", event.event_id, before, snapshot(event))
+    if freed > 0:
+        await offer_freed_seats(uow, event.event_id)
+        await uow.session.refresh(event)
+    uow.moved(event)
+    uow.publish(outbox.availability_message(event, uow.now))
+    return event
 
 
 def apply_changes(event: EventAvailability, changes: dict[str, Any]) -> int:
@@ -144,10 +140,10 @@ async def overview(runtime: Runtime, limit: int, offset: int, sort: str) -> tupl
     replicas; when something was expired, read again from the primary (a replica may lag)."""
     async with runtime.read_sessionmaker() as session:
         page, total = await _overview_page(session, limit, offset, sort)
-        due = await sweeper.events_with_due_holds(session, [row.event.event_id for row in page], clock.now())
+        due = await expiry.events_with_due_holds(session, [row.event.event_id for row in page])
     if not due:
         return page, total
-    await sweeper.expire_due_for_events(runtime, due)
+    await expiry.expire_due_for_events(runtime.transactions, due)
     async with runtime.sessionmaker() as session:
         return await _overview_page(session, limit, offset, sort)
 

@@ -20,23 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from decimal import Decimal
+from datetime import datetime
 
 from opentelemetry.trace import SpanContext
-from sqlalchemy import BigInteger, Integer, Numeric, bindparam, func, insert, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, StatementError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics, tracing
-from app.core.clock import clock
+from app.core.config import Settings
 from app.core.errors import (
-    AmountOutOfRangeError,
     AppError,
     InsufficientCapacityError,
     NotFoundError,
@@ -45,56 +39,27 @@ from app.core.errors import (
     VersionConflictError,
 )
 from app.core.logging import get_logger
-from app.db.base import table_of
-from app.models.booking import Booking
-from app.models.enums import BookingStatus, PaymentStatus
 from app.models.event_availability import EventAvailability
 from app.schemas.booking import BookingRead
 from app.services import admission, audit, buyer_limit, idempotency, outbox
 from app.services.admission import AdmissionPass
 from app.services.audit import Actor
-from app.services.capacity import StaleVersion, note_hold_expiry, remember_event, run_locked
-from app.services.runtime import Runtime
+from app.services.booking_rows import (
+    BOOKINGS,
+    amount_out_of_range,
+    booking_row,
+    most_seats_storable,
+    payment_deadline,
+)
+from app.services.expiry import release_lapsed_holds
+from app.services.lifecycles import BOOKING
+from app.services.seats import take_seats
+from app.services.unit_of_work import Transactions, UnitOfWork
 
 log = get_logger(__name__)
 
 HOT_MEMORY_SECONDS = 1.0
-REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
-BOOKINGS = table_of(Booking)
-
-
-def _largest_storable(column_type: object) -> Decimal:
-    """The largest amount a `NUMERIC(precision, scale)` column holds: 9999999999.99 for (12, 2)."""
-    assert isinstance(column_type, Numeric) and column_type.precision is not None and column_type.scale is not None
-    return Decimal(10) ** (column_type.precision - column_type.scale) - Decimal(1).scaleb(-column_type.scale)
-
-
-MAX_TOTAL_AMOUNT = _largest_storable(BOOKINGS.c.total_amount.type)
-
-
-def booking_amount(event: EventAvailability, quantity: int) -> Decimal:
-    """What `quantity` seats cost, refused when a booking could not store it."""
-    if quantity > most_seats_storable(event):
-        raise _amount_out_of_range(event, quantity)
-    return event.price * quantity
-
-
-def most_seats_storable(event: EventAvailability) -> int | float:
-    """The most seats of this event one booking's `total_amount` can hold the price of."""
-    return int(MAX_TOTAL_AMOUNT // event.price) if event.price > 0 else float("inf")
-
-
-def _amount_out_of_range(event: EventAvailability, quantity: int) -> AmountOutOfRangeError:
-    return AmountOutOfRangeError(
-        f"{quantity} seats at {event.price} {event.currency} cost more than a booking can hold "
-        f"({MAX_TOTAL_AMOUNT} {event.currency}); book fewer seats"
-    )
-
-
-def new_booking_reference() -> str:
-    """`BK-` and ten random characters: short to read out, 50 bits, not derivable from another."""
-    bits = secrets.randbits(50)
-    return "BK-" + "".join(REFERENCE_ALPHABET[(bits >> shift) & 31] for shift in range(0, 50, 5))
+BOOK = BOOKING.transition("book", None)
 
 
 @dataclass
@@ -116,13 +81,10 @@ class BookingRequest:
 Outcome = BookingRead | Exception
 
 
-ReleaseLapsed = Callable[[Runtime, Collection[int]], Awaitable[int]]
-
-
 class BookingBatcher:
-    def __init__(self, runtime: Runtime, release_lapsed: ReleaseLapsed) -> None:
-        self._runtime = runtime
-        self._release_lapsed = release_lapsed
+    def __init__(self, transactions: Transactions, settings: Settings) -> None:
+        self._transactions = transactions
+        self._settings = settings
         self._queue: deque[BookingRequest] = deque()
         self._drainer: asyncio.Task[None] | None = None
         self._busy_until = 0.0
@@ -141,7 +103,7 @@ class BookingBatcher:
             await asyncio.gather(self._drainer, return_exceptions=True)
 
     async def _drain(self) -> None:
-        settings = self._runtime.settings
+        settings = self._settings
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
@@ -175,7 +137,7 @@ class BookingBatcher:
     async def _released_lapsed(self, event_ids: set[int]) -> bool:
         """Expire the events' lapsed holds; a failure here only means no second look."""
         try:
-            return await self._release_lapsed(self._runtime, event_ids) > 0
+            return await release_lapsed_holds(self._transactions, event_ids) > 0
         except Exception:
             log.warning("lapsed_holds_not_released", event_ids=sorted(event_ids), exc_info=True)
             return False
@@ -186,8 +148,8 @@ class BookingBatcher:
         for request in batch:
             by_event.setdefault(request.event_id, []).append(request)
         try:
-            return await run_locked(
-                self._runtime, list(by_event), lambda session: self._book(session, by_event), rows_first=False
+            return await self._transactions.locked(
+                list(by_event), lambda uow: self._book(uow, by_event), rows_first=False
             )
         except Exception as exc:
             failure: Exception = exc
@@ -211,7 +173,7 @@ class BookingBatcher:
         outcomes.update(await self._attempt(batch[middle:]))
         return outcomes
 
-    async def _book(self, session: AsyncSession, by_event: dict[int, list[BookingRequest]]) -> dict[int, Outcome]:
+    async def _book(self, uow: UnitOfWork, by_event: dict[int, list[BookingRequest]]) -> dict[int, Outcome]:
         read = (
             select(EventAvailability)
             .where(EventAvailability.event_id.in_(by_event))
@@ -222,26 +184,25 @@ class BookingBatcher:
             # Several events: their rows are locked now, in event order, against deadlocks. A single
             # (hot) event's row is locked only by the capacity UPDATE at the end, for the least time.
             read = read.with_for_update(key_share=True)
-        events = {event.event_id: event for event in await session.scalars(read)}
-        now = clock.now()
+        events = {event.event_id: event for event in await uow.session.scalars(read)}
         buyers = [(request.event_id, request.user_id) for requests in by_event.values() for request in requests]
-        allowance = await buyer_limit.allowance_for(session, events.values(), buyers, now)
+        allowance = await buyer_limit.allowance_for(uow.session, events.values(), buyers, uow.now)
         outcomes: dict[int, Outcome] = {}
         accepted: list[tuple[BookingRequest, EventAvailability]] = []
         for event_id, requests in by_event.items():
             event = events.get(event_id)
-            for request, error in zip(requests, _allocate(event, event_id, requests, allowance, now), strict=True):
+            for request, error in zip(requests, _allocate(event, event_id, requests, allowance, uow.now), strict=True):
                 if error is not None:
                     outcomes[id(request)] = error
                 elif event is not None:
                     accepted.append((request, event))
         if accepted:
-            expires_at = now + timedelta(minutes=self._runtime.settings.booking_timeout_minutes)
-            bookings = await _insert_bookings(session, accepted, now, expires_at)
-            await _record(session, [request for request, _ in accepted], bookings, now)
-            await _take_seats(session, events, accepted)
-            for event_id in {event.event_id for _, event in accepted}:
-                note_hold_expiry(session, event_id, expires_at)
+            bookings = await _insert_bookings(uow, accepted)
+            _record(uow, [request for request, _ in accepted], bookings)
+            # Written now, so that the capacity UPDATE is the last statement: the hot row stays
+            # locked from it to the commit only.
+            await uow.write()
+            await take_seats(uow, _totals(events, accepted))
             outcomes.update((id(request), booking) for (request, _), booking in zip(accepted, bookings, strict=True))
         metrics.BOOKING_BATCH_SIZE.observe(len(accepted))
         return outcomes
@@ -283,111 +244,47 @@ def _refusal(
     if not_admitted:
         return not_admitted
     if request.quantity > storable:  # its amount could not be stored: refused before the INSERT
-        return _amount_out_of_range(event, request.quantity)
+        return amount_out_of_range(event, request.quantity)
     if request.quantity > available:
         return InsufficientCapacityError(available)
     return allowance.refusal(event, request.user_id, request.quantity)  # last: it counts what it allows
 
 
 async def _insert_bookings(
-    session: AsyncSession,
-    accepted: list[tuple[BookingRequest, EventAvailability]],
-    now: datetime,
-    expires_at: datetime,
+    uow: UnitOfWork, accepted: list[tuple[BookingRequest, EventAvailability]]
 ) -> list[BookingRead]:
     """One multi-row INSERT (Core, not the ORM: this runs for every booking)."""
+    expires_at = payment_deadline(uow.settings, uow.now)
     rows = [
-        {
-            "user_id": r.user_id,
-            "event_id": event.event_id,
-            "booking_reference": new_booking_reference(),
-            "quantity": r.quantity,
-            "total_amount": event.price * Decimal(r.quantity),
-            "currency": event.currency,
-            "status": BookingStatus.PENDING,
-            "payment_status": PaymentStatus.PENDING,
-            "booking_date": now,
-            "expires_at": expires_at,
-            "payment_method": r.payment_method,
-            "notes": r.notes,
-            "version": 1,
-            "created_at": now,
-            "updated_at": now,
-        }
+        booking_row(r.user_id, event, r.quantity, uow.now, expires_at, payment_method=r.payment_method, notes=r.notes)
+        | {"status": BOOK.target}
         for r, event in accepted
     ]
-    result = await session.execute(insert(BOOKINGS).returning(*BOOKINGS.c, sort_by_parameter_order=True), rows)
+    result = await uow.session.execute(insert(BOOKINGS).returning(*BOOKINGS.c, sort_by_parameter_order=True), rows)
+    for event_id in {event.event_id for _, event in accepted}:
+        uow.holds_until(event_id, expires_at)
     # A new pending booking is active and not expired.
     return [BookingRead.model_validate({**row._mapping, "is_active": True, "is_expired": False}) for row in result]
 
 
-async def _record(
-    session: AsyncSession, accepted: list[BookingRequest], bookings: list[BookingRead], now: datetime
-) -> None:
-    audit_rows = []
-    messages = []
+def _record(uow: UnitOfWork, accepted: list[BookingRequest], bookings: list[BookingRead]) -> None:
+    """What `BOOK` declares, for each booking: from the batch's own rendering of it (a request each)."""
+    assert BOOK.action is not None and BOOK.message is not None
     for request, booking in zip(accepted, bookings, strict=True):
         data = booking.model_dump(mode="json")
-        audit_rows.append(
-            audit.audit_row(
-                request.actor, "booking.created", "booking", booking.id, now, after=data, request_id=request.request_id
-            )
-        )
-        messages.append(outbox.booking_message_of("BookingCreated", data, now))
-        await idempotency.store_in(session, request.claim, 201, data)
-    await audit.record(session, *audit_rows)
-    await outbox.enqueue(session, now, *messages)
+        uow.audit(request.actor, BOOK.action, "booking", booking.id, after=data, request_id=request.request_id)
+        uow.publish(outbox.booking_message_of(BOOK.message, data, uow.now))
+        uow.answer(request.claim, 201, data)
 
 
-async def _take_seats(
-    session: AsyncSession,
-    events: dict[int, EventAvailability],
-    accepted: list[tuple[BookingRequest, EventAvailability]],
-) -> None:
-    """The batch's one capacity update, for all its events: last statement before the commit.
-
-    Each event's row must still have the version read at the start of the batch; if any has
-    moved on, `StaleVersion` rolls the whole batch back and it is tried again.
-    """
+def _totals(
+    events: dict[int, EventAvailability], accepted: list[tuple[BookingRequest, EventAvailability]]
+) -> list[tuple[EventAvailability, int]]:
+    """The seats the batch takes, per event as read at its start."""
     totals: dict[int, int] = {}
     for request, event in accepted:
         totals[event.event_id] = totals.get(event.event_id, 0) + request.quantity
-    params = {
-        "event_ids": list(totals),
-        "totals": list(totals.values()),
-        "versions": [events[event_id].version for event_id in totals],
-    }
-    updated = list(
-        await session.scalars(
-            update(EventAvailability)
-            .where(
-                EventAvailability.event_id == SEATS_TAKEN.c.event_id,
-                EventAvailability.version == SEATS_TAKEN.c.version,
-                EventAvailability.available_capacity >= SEATS_TAKEN.c.total,
-            )
-            .values(
-                available_capacity=EventAvailability.available_capacity - SEATS_TAKEN.c.total,
-                reserved_capacity=EventAvailability.reserved_capacity + SEATS_TAKEN.c.total,
-                version=EventAvailability.version + 1,
-            )
-            .returning(EventAvailability)
-            .execution_options(populate_existing=True, synchronize_session=False),
-            params,
-        )
-    )
-    if len(updated) != len(totals):
-        raise StaleVersion()
-    for event in updated:
-        remember_event(session, event)
-
-
-# The batch's seat counts per event, as arrays: one statement shape whatever the batch size,
-# so SQLAlchemy compiles it once.
-SEATS_TAKEN = select(
-    func.unnest(bindparam("event_ids", type_=ARRAY(BigInteger))).label("event_id"),
-    func.unnest(bindparam("totals", type_=ARRAY(Integer))).label("total"),
-    func.unnest(bindparam("versions", type_=ARRAY(Integer))).label("version"),
-).subquery("taken")
+    return [(events[event_id], total) for event_id, total in totals.items()]
 
 
 def is_data_error(exc: BaseException) -> bool:

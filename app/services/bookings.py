@@ -1,59 +1,32 @@
-"""Bookings: creation, reads, and every status transition of SPEC section 3."""
+"""Bookings: creation, reads, and every status change of SPEC section 3 (app/services/lifecycles.py
+declares them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, UnaryExpression, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import clock
-from app.core.errors import (
-    BadRequestError,
-    BookingNotCancellableError,
-    BookingNotCompletableError,
-    BookingNotConfirmableError,
-    BookingNotExpirableError,
-    BookingNotRefundableError,
-    InvalidTransitionError,
-    NotFoundError,
-    ReservationNotActiveError,
-)
+from app.core.errors import BadRequestError, NotFoundError, ReservationNotActiveError
 from app.core.security import Principal
 from app.db.queries import get_owned, paginate, where_equal, where_within
 from app.models.booking import Booking
-from app.models.enums import BookingStatus, PaymentStatus, ReservationStatus
+from app.models.enums import BookingStatus, PaymentStatus
 from app.models.reservation import Reservation
+from app.runtime import Runtime
 from app.schemas.booking import BookingCreate, BookingRead
-from app.services import admission, audit, idempotency, outbox, waitlist_offers
+from app.services import admission, idempotency
 from app.services.audit import Actor
-from app.services.booking_batcher import BookingRequest, booking_amount, new_booking_reference
-from app.services.capacity import get_event, note_hold_expiry, run_in_transaction, run_locked, shift_seats
-from app.services.runtime import Runtime
-
-# (from, to) -> seat moves (available, reserved, confirmed) and the message announcing it.
-TRANSITIONS: dict[tuple[BookingStatus, BookingStatus], tuple[tuple[int, int, int], str]] = {
-    (BookingStatus.PENDING, BookingStatus.CONFIRMED): ((0, -1, 1), "BookingConfirmed"),
-    (BookingStatus.PENDING, BookingStatus.CANCELLED): ((1, -1, 0), "BookingCancelled"),
-    (BookingStatus.PENDING, BookingStatus.EXPIRED): ((1, -1, 0), "BookingExpired"),
-    (BookingStatus.CONFIRMED, BookingStatus.CANCELLED): ((1, 0, -1), "BookingCancelled"),
-    (BookingStatus.CONFIRMED, BookingStatus.REFUNDED): ((1, 0, -1), "BookingRefunded"),
-    (BookingStatus.CONFIRMED, BookingStatus.COMPLETED): ((0, 0, 0), "BookingCompleted"),
-}
-# Target status -> the refusal when the booking's status has no transition to it (nothing moves to pending).
-REFUSALS: dict[BookingStatus, type[InvalidTransitionError]] = {
-    BookingStatus.CANCELLED: BookingNotCancellableError,
-    BookingStatus.CONFIRMED: BookingNotConfirmableError,
-    BookingStatus.REFUNDED: BookingNotRefundableError,
-    BookingStatus.COMPLETED: BookingNotCompletableError,
-    BookingStatus.EXPIRED: BookingNotExpirableError,
-}
-
-
-def booking_data(booking: Booking) -> dict[str, Any]:
-    return BookingRead.model_validate(booking).model_dump(mode="json")
+from app.services.booking_batcher import BookingRequest
+from app.services.booking_rows import booking_amount, booking_row, payment_deadline
+from app.services.changes import move, refuse_if_lapsed
+from app.services.lifecycles import BOOKING, PAYMENT, RESERVATION, describe_booking
+from app.services.seats import get_event
+from app.services.unit_of_work import UnitOfWork
 
 
 def check_quantity(runtime: Runtime, quantity: int) -> None:
@@ -92,189 +65,85 @@ async def _book_reservation(
 ) -> Booking:
     """Turn the user's live hold into a pending booking; its seats are already reserved."""
 
-    async def operation(session: AsyncSession) -> Booking:
-        now = clock.now()
-        hold = await session.scalar(
+    async def operation(uow: UnitOfWork) -> Booking:
+        hold = await uow.session.scalar(
             select(Reservation)
             .where(Reservation.id == data.reservation_id, Reservation.user_id == principal.user_id)
             .with_for_update()
         )
         if hold is None or hold.event_id != data.event_id:
             raise NotFoundError(f"Reservation {data.reservation_id} not found for this event")
-        if hold.status is not ReservationStatus.ACTIVE or hold.expires_at <= now:
-            raise ReservationNotActiveError("The reservation has expired or was already used")
+        lapsed = ReservationNotActiveError("The reservation has expired")
+        await refuse_if_lapsed(uow, RESERVATION, hold, lapsed)
+        RESERVATION.transition("convert", hold.status)  # refused now unless the hold is active
         if hold.quantity != data.quantity:
             raise BadRequestError(f"quantity must equal the reservation's {hold.quantity} seats")
+        actor = Actor.of(principal)
         booking = await book_held_seats(
-            session,
-            runtime,
+            uow,
+            actor,
             principal.user_id,
             hold.event_id,
             hold.quantity,
-            now,
+            claim,
             payment_method=data.payment_method,
             notes=data.notes,
             reservation_id=hold.id,
         )
-        before = {"status": hold.status.value}
-        hold.status, hold.booking_id = ReservationStatus.CONVERTED, booking.id
-        await session.flush()
-        await _announce_new(session, principal, booking, now, claim)
-        await audit.record(
-            session,
-            audit.audit_row(
-                Actor.of(principal),
-                "reservation.converted",
-                "reservation",
-                hold.id,
-                now,
-                before=before,
-                after={"status": hold.status.value, "booking_id": booking.id},
-            ),
-        )
+        await move(uow, RESERVATION, hold, "convert", actor, booking_id=booking.id)
         return booking
 
     # The hold's seats are already reserved: the counters do not move, so no event lock, only the
-    # hold's row (SPEC section 2 locks capacity changes).
-    return await run_in_transaction(runtime, operation)
+    # hold's row (SPEC section 2 locks capacity changes). An expiry frees seats: that takes the lock.
+    return await runtime.transactions.unlocked(operation)
 
 
 async def book_held_seats(
-    session: AsyncSession,
-    runtime: Runtime,
+    uow: UnitOfWork,
+    actor: Actor,
     user_id: int,
     event_id: int,
     quantity: int,
-    now: datetime,
+    claim: idempotency.Claim | None,
     **links: Any,
 ) -> Booking:
     """A pending booking for seats already reserved for it (a hold or a waitlist offer): the
     counters do not move, the seats simply change hands."""
-    event = await get_event(session, event_id)
-    expires_at = now + timedelta(minutes=runtime.settings.booking_timeout_minutes)
-    booking = Booking(
-        user_id=user_id,
-        event_id=event_id,
-        booking_reference=new_booking_reference(),
-        quantity=quantity,
-        total_amount=booking_amount(event, quantity),
-        currency=event.currency,
-        status=BookingStatus.PENDING,
-        payment_status=PaymentStatus.PENDING,
-        booking_date=now,
-        expires_at=expires_at,
-        created_at=now,
-        updated_at=now,
-        **links,
-    )
-    session.add(booking)
-    await session.flush()
-    note_hold_expiry(session, event_id, expires_at)
+    event = await get_event(uow.session, event_id)
+    booking_amount(event, quantity)  # refused if it could not be stored
+    expires_at = payment_deadline(uow.settings, uow.now)
+    booking = Booking(**booking_row(user_id, event, quantity, uow.now, expires_at, **links))
+    rule = BOOKING.create(uow, booking, "book_held")
+    await uow.session.flush()
+    uow.holds_until(event_id, expires_at)
+    created = describe_booking(booking)
+    BOOKING.record(uow, rule, booking, actor, None, created)
+    uow.answer(claim, 201, created)
     return booking
 
 
-async def _announce_new(
-    session: AsyncSession,
-    principal: Principal,
-    booking: Booking,
-    now: datetime,
-    claim: idempotency.Claim | None,
-) -> None:
-    data = booking_data(booking)
-    await audit.record(
-        session, audit.audit_row(Actor.of(principal), "booking.created", "booking", booking.id, now, after=data)
-    )
-    await outbox.enqueue(session, now, outbox.booking_message("BookingCreated", booking, now))
-    await idempotency.store_in(session, claim, 201, data)
-
-
-async def transition(
-    session: AsyncSession,
-    runtime: Runtime,
-    booking: Booking,
-    target: BookingStatus,
-    actor: Actor,
-    now: datetime,
-    **changes: Any,
-) -> Booking:
-    """Move a booking to `target` in the caller's locked transaction, with every side effect.
-
-    Cancelling a booking whose payment completed also refunds it (SPEC section 3): its payment
-    status becomes `refunded` in the same change, and `BookingRefunded` follows `BookingCancelled`.
-    """
-    rule = TRANSITIONS.get((booking.status, target))
-    if rule is None:
-        raise REFUSALS[target](f"A {booking.status.value} booking cannot become {target.value}")
-    (available, reserved, confirmed), message_type = rule
-    refund = target is BookingStatus.CANCELLED and booking.payment_status is PaymentStatus.COMPLETED
-    if refund:
-        changes["payment_status"] = PaymentStatus.REFUNDED
-    before = booking_data(booking)
-    booking.status = target
-    for name, value in changes.items():
-        setattr(booking, name, value)
-    booking.updated_at = now
-    await session.flush()
-    if (available, reserved, confirmed) != (0, 0, 0):
-        q = booking.quantity
-        await shift_seats(
-            session,
-            booking.event_id,
-            available=available * q,
-            reserved=reserved * q,
-            confirmed=confirmed * q,
-        )
-    after = booking_data(booking)
-    await audit.record(
-        session,
-        audit.audit_row(actor, f"booking.{target.value}", "booking", booking.id, now, before=before, after=after),
-    )
-    await outbox.enqueue(session, now, outbox.booking_message(message_type, booking, now))
-    if refund:
-        await announce_refund(session, actor, booking, before, after, now)
-    if available:
-        await waitlist_offers.offer_freed_seats(session, runtime.settings, booking.event_id, now)
-    return booking
-
-
-async def announce_refund(
-    session: AsyncSession,
-    actor: Actor,
-    booking: Booking,
-    before: dict[str, Any],
-    after: dict[str, Any],
-    now: datetime,
-) -> None:
-    """The money for a booking that no longer stands goes back: audited, and `BookingRefunded`
-    published for the payment side to act on."""
-    await audit.record(
-        session,
-        audit.audit_row(actor, "payment.refund_required", "booking", booking.id, now, before=before, after=after),
-    )
-    await outbox.enqueue(session, now, outbox.booking_message("BookingRefunded", booking, now))
-
-
-async def _locked_transition(
+async def _change(
     runtime: Runtime,
     booking_id: int,
     event_id: int,
-    target: BookingStatus,
+    trigger: str,
     actor: Actor,
     owner_id: int | None = None,
+    payment: str | None = None,
     **changes: Any,
 ) -> Booking:
-    async def operation(session: AsyncSession) -> Booking:
-        booking = await _load(session, booking_id, owner_id)
-        now = clock.now()
-        if booking.status is BookingStatus.PENDING and booking.is_expired and target is not BookingStatus.EXPIRED:
-            await transition(session, runtime, booking, BookingStatus.EXPIRED, Actor.system(), now)
-            return booking
-        return await transition(session, runtime, booking, target, actor, now, **changes)
+    """Make `trigger`'s transition of a booking under its event's lock, its payment's `payment`
+    along with it. A paid booking cancelled is refunded too (SPEC section 3)."""
 
-    booking = await run_locked(runtime, event_id, operation)
-    if target is not BookingStatus.EXPIRED and booking.status is BookingStatus.EXPIRED:
-        raise REFUSALS[target]("The booking has expired")
-    return booking
+    async def operation(uow: UnitOfWork) -> Booking:
+        booking = await _load(uow.session, booking_id, owner_id)
+        await refuse_if_lapsed(uow, BOOKING, booking, BOOKING.refusal(trigger, "The booking has expired"))
+        paid = booking.payment_status is PaymentStatus.COMPLETED
+        along = payment or ("refund" if trigger == "cancel" and paid else None)
+        await move(uow, BOOKING, booking, trigger, actor, along=[(PAYMENT, along)] if along else [], **changes)
+        return booking
+
+    return await runtime.transactions.locked(event_id, operation)
 
 
 async def _load(session: AsyncSession, booking_id: int, owner_id: int | None) -> Booking:
@@ -288,28 +157,28 @@ async def get_booking(runtime: Runtime, booking_id: int, owner_id: int | None = 
     """Read a booking; a pending one past its expiry is expired first (expiry on read)."""
     async with runtime.sessionmaker() as session:
         booking = await _load(session, booking_id, owner_id)
-    if booking.status is BookingStatus.PENDING and booking.is_expired:
+    if booking.lapsed:
         return await expire_booking(runtime, booking.id, booking.event_id)
     return booking
 
 
 async def expire_booking(runtime: Runtime, booking_id: int, event_id: int) -> Booking:
-    async def operation(session: AsyncSession) -> Booking:
-        booking = await _load(session, booking_id, None)
-        if booking.status is BookingStatus.PENDING and booking.is_expired:
-            await transition(session, runtime, booking, BookingStatus.EXPIRED, Actor.system(), clock.now())
+    async def operation(uow: UnitOfWork) -> Booking:
+        booking = await _load(uow.session, booking_id, None)
+        if booking.lapsed:
+            await move(uow, BOOKING, booking, "expire", Actor.system())
         return booking
 
-    return await run_locked(runtime, event_id, operation)
+    return await runtime.transactions.locked(event_id, operation)
 
 
 async def cancel_booking(runtime: Runtime, principal: Principal, booking_id: int) -> Booking:
     booking = await get_booking(runtime, booking_id, principal.user_id)
-    return await _locked_transition(
+    return await _change(
         runtime,
         booking.id,
         booking.event_id,
-        BookingStatus.CANCELLED,
+        "cancel",
         Actor.of(principal),
         owner_id=principal.user_id,
         cancelled_at=clock.now(),
@@ -319,22 +188,20 @@ async def cancel_booking(runtime: Runtime, principal: Principal, booking_id: int
 async def confirm_booking(runtime: Runtime, actor: Actor, booking_id: int, note: str | None = None) -> Booking:
     """Manual confirmation by an admin: payment is marked completed with method `manual`."""
     booking = await get_booking(runtime, booking_id)
-    changes: dict[str, Any] = {
-        "confirmed_at": clock.now(),
-        "payment_status": PaymentStatus.COMPLETED,
-        "payment_method": "manual",
-    }
+    changes: dict[str, Any] = {"confirmed_at": clock.now(), "payment_method": "manual"}
     if note:
         changes["notes"] = note
-    return await _locked_transition(runtime, booking.id, booking.event_id, BookingStatus.CONFIRMED, actor, **changes)
+    return await _change(runtime, booking.id, booking.event_id, "confirm", actor, payment="complete", **changes)
 
 
 async def refund_booking(runtime: Runtime, actor: Actor, booking_id: int, reason: str | None) -> Booking:
     booking = await get_booking(runtime, booking_id)
-    changes: dict[str, Any] = {"payment_status": PaymentStatus.REFUNDED, "cancelled_at": clock.now()}
+    changes: dict[str, Any] = {"cancelled_at": clock.now()}
     if reason:
         changes["notes"] = reason
-    return await _locked_transition(runtime, booking.id, booking.event_id, BookingStatus.REFUNDED, actor, **changes)
+    return await _change(
+        runtime, booking.id, booking.event_id, "refund", actor, payment="refund_with_booking", **changes
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +253,7 @@ async def _expire_lapsed(
     # Whatever the status filter: a lapsed booking is about to become `expired`.
     lapsed = (
         _filtered(select(Booking), replace(flt, status=None))
-        .where(Booking.status == BookingStatus.PENDING, Booking.expires_at <= clock.now())
+        .where(Booking.lapsed)
         .with_only_columns(Booking.id, Booking.event_id)
     )
     async with reader() as session:

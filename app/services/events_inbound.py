@@ -15,20 +15,17 @@ from decimal import Decimal
 from pydantic import ValidationError
 from redis.asyncio.client import PubSub
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
-from app.core.clock import clock
 from app.core.errors import CapacityBelowHeldError
 from app.core.logging import get_logger
 from app.models.event_availability import EventAvailability
+from app.runtime import Runtime
 from app.schemas.inbound import InboundEventMessage
-from app.services import audit, outbox
 from app.services.audit import Actor
-from app.services.availability import apply_changes
-from app.services.capacity import remember_event, run_locked, snapshot
-from app.services.runtime import Runtime
-from app.services.waitlist_offers import offer_freed_seats
+from app.services.availability import apply_changes, record_change
+from app.services.seats import snapshot
+from app.services.unit_of_work import UnitOfWork
 
 log = get_logger(__name__)
 EVENTS_SERVICE = Actor("events-service")
@@ -45,17 +42,14 @@ async def handle(runtime: Runtime, raw: bytes | str) -> str:
         metrics.INBOUND_MESSAGES.labels("malformed").inc()
         return "malformed"
     digest = hashlib.sha256(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()
-    result = await run_locked(runtime, message.event_id, lambda session: _apply(session, runtime, message, digest))
+    result = await runtime.transactions.locked(message.event_id, lambda uow: _apply(uow, message, digest))
     metrics.INBOUND_MESSAGES.labels(result).inc()
     return result
 
 
-async def _apply(session: AsyncSession, runtime: Runtime, message: InboundEventMessage, digest: str) -> str:
-    now = clock.now()
-    event = await session.scalar(
-        select(EventAvailability)
-        .where(EventAvailability.event_id == message.event_id)
-        .with_for_update(key_share=True)
+async def _apply(uow: UnitOfWork, message: InboundEventMessage, digest: str) -> str:
+    event = await uow.session.scalar(
+        select(EventAvailability).where(EventAvailability.event_id == message.event_id).with_for_update(key_share=True)
     )
     if event is not None and event.last_inbound_digest == digest:
         return "duplicate"
@@ -68,25 +62,15 @@ async def _apply(session: AsyncSession, runtime: Runtime, message: InboundEventM
         event.sales_open, event.event_status = False, "deleted"
     elif event is None:
         event = _new_event(message)
-        session.add(event)
+        uow.session.add(event)
     else:
-        freed = await _update(session, event, message, now)
+        freed = _update(uow, event, message)
     event.last_inbound_digest = digest
-    event.last_updated = now
+    event.last_updated = uow.now
     if before is not None:
         event.version += 1
-    await session.flush()
-    await session.refresh(event)
     action = "availability.created" if before is None else "availability.synced"
-    await audit.record(
-        session,
-        audit.audit_row(EVENTS_SERVICE, action, "event_availability", event.event_id, now, before, snapshot(event)),
-    )
-    if freed > 0:
-        await offer_freed_seats(session, runtime.settings, event.event_id, now)
-        await session.refresh(event)
-    remember_event(session, event)
-    await outbox.enqueue(session, now, outbox.availability_message(event, now))
+    await record_change(uow, EVENTS_SERVICE, action, event, before, freed)
     return "applied"
 
 
@@ -109,7 +93,7 @@ def _new_event(message: InboundEventMessage) -> EventAvailability:
     )
 
 
-async def _update(session: AsyncSession, event: EventAvailability, message: InboundEventMessage, now: object) -> int:
+def _update(uow: UnitOfWork, event: EventAvailability, message: InboundEventMessage) -> int:
     data = message.event_data
     assert data is not None
     apply_changes(
@@ -127,17 +111,8 @@ async def _update(session: AsyncSession, event: EventAvailability, message: Inbo
     except CapacityBelowHeldError as exc:
         log.warning("inbound_capacity_refused", event_id=event.event_id, capacity=data.capacity)
         metrics.INBOUND_MESSAGES.labels("capacity_refused").inc()
-        await audit.record(
-            session,
-            audit.audit_row(
-                EVENTS_SERVICE,
-                "availability.capacity_refused",
-                "event_availability",
-                event.event_id,
-                clock.now(),
-                after={"requested_capacity": data.capacity, "reason": exc.detail},
-            ),
-        )
+        refused = {"requested_capacity": data.capacity, "reason": exc.detail}
+        uow.audit(EVENTS_SERVICE, "availability.capacity_refused", "event_availability", event.event_id, after=refused)
         return 0
 
 

@@ -12,8 +12,8 @@ from sqlalchemy import text
 from app.core import metrics
 from app.core.clock import clock
 from app.db.redis import RedisUnavailable
+from app.runtime import Runtime
 from app.services import outbox
-from app.services.runtime import Runtime
 
 CHECK_TIMEOUT_SECONDS = 2.0
 REDIS_CHECK_FAILURES: tuple[type[BaseException], ...] = (*RedisUnavailable, TimeoutError)

@@ -1,7 +1,7 @@
 """Safe retries of POSTs carrying an `Idempotency-Key` (SPEC section 4).
 
 A key is claimed in its own short transaction. The operation then stores its answer in the same
-transaction as the change it makes (`store_in`), so a key can never point at a change that did
+transaction as the change it makes (its unit of work's `answer`), so a key can never point at a change that did
 not commit, nor a committed change lack its answer. A claim left unanswered for longer than
 `ABANDONED_AFTER` belonged to a request that died before committing, and may be taken over.
 """
@@ -107,20 +107,15 @@ def _reset(record: IdempotencyKey, fingerprint: str, now: datetime, ttl: timedel
     record.expires_at = now + ttl
 
 
-async def store_in(session: AsyncSession, claimed: Claim | None, status_code: int, body: Any) -> None:
-    """Record the answer inside the caller's transaction."""
-    if claimed is None:
-        return
-    await session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.id == claimed.record_id)
-        .values(status_code=status_code, response_body=body)
-    )
-
-
 async def store(sessionmaker: async_sessionmaker[AsyncSession], claimed: Claim, status_code: int, body: Any) -> None:
+    """Record an answer given without a change (a refusal): a change's answer is committed with
+    it, by its unit of work (app/services/unit_of_work.py)."""
     async with sessionmaker() as session, session.begin():
-        await store_in(session, claimed, status_code, body)
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.id == claimed.record_id)
+            .values(status_code=status_code, response_body=body)
+        )
 
 
 async def release(sessionmaker: async_sessionmaker[AsyncSession], claimed: Claim) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import table_of
@@ -86,9 +86,7 @@ def booking_message_of(message_type: str, rendered: dict[str, Any], now: datetim
 
 def waitlist_message(message_type: str, entry: WaitlistEntry, now: datetime) -> dict[str, Any]:
     data = WaitlistDataV1.model_validate(entry).model_dump(mode="json")
-    return _message(
-        message_type, entry.event_id, entry.user_id, now, waitlist_entry_id=entry.id, waitlist_data=data
-    )
+    return _message(message_type, entry.event_id, entry.user_id, now, waitlist_entry_id=entry.id, waitlist_data=data)
 
 
 def availability_message(event: EventAvailability, now: datetime) -> dict[str, Any]:
@@ -116,14 +114,6 @@ def outbox_row(message: dict[str, Any], now: datetime) -> dict[str, Any]:
         "payload": message,
         "created_at": now,
     }
-
-
-async def enqueue(session: AsyncSession, now: datetime, *messages: dict[str, Any]) -> None:
-    """Write messages to the outbox in the caller's transaction, and wake the relay on commit."""
-    if not messages:
-        return
-    await session.execute(insert(OUTBOX_TABLE), [outbox_row(m, now) for m in messages])
-    session.info["outbox_written"] = True
 
 
 async def backlog(session: AsyncSession, now: datetime) -> tuple[int, float]:

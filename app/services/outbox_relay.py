@@ -24,9 +24,9 @@ from app.core.clock import clock
 from app.core.logging import get_logger
 from app.db.redis import RedisUnavailable, call_script_replicated, slot_tag
 from app.models.outbox import OutboxMessage
+from app.runtime import Runtime
 from app.services import outbox
 from app.services.outbox import KIND_BY_TYPE
-from app.services.runtime import Runtime
 
 log = get_logger(__name__)
 RELAY_LOCK_KEY = 0x6576_656E_746C_79  # "evently": one advisory lock for the relay across instances

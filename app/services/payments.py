@@ -8,30 +8,28 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.clock import clock
 from app.core.errors import (
     AmountMismatchError,
     BookingNotPayableError,
     InvalidSignatureError,
     NotFoundError,
-    PaymentInProgressError,
     StaleSignatureError,
 )
 from app.core.logging import get_logger
 from app.core.security import Principal
 from app.models.booking import Booking
 from app.models.enums import BookingStatus, PaymentStatus
+from app.runtime import Runtime
 from app.schemas.payment import PaymentIntent, PaymentOutcome, PaymentWebhook
-from app.services import audit, bookings, idempotency, outbox
+from app.services import bookings, idempotency
 from app.services.audit import Actor
-from app.services.bookings import booking_data
-from app.services.capacity import get_event, run_in_transaction, run_locked, shift_seats
-from app.services.runtime import Runtime
+from app.services.changes import expire, move, refuse_if_lapsed
+from app.services.lifecycles import BOOKING, PAYMENT
+from app.services.seats import get_event
+from app.services.unit_of_work import UnitOfWork
 
 log = get_logger(__name__)
 PROVIDER = Actor.payment_provider()
@@ -81,32 +79,22 @@ async def start_payment(
     """pending (or failed) -> processing for a pending, unexpired booking of the caller's."""
     booking = await bookings.get_booking(runtime, booking_id, principal.user_id)
 
-    async def operation(session: AsyncSession) -> PaymentIntent:
-        now = clock.now()
-        current = await session.get(Booking, booking.id, populate_existing=True, with_for_update=True)
+    async def operation(uow: UnitOfWork) -> PaymentIntent:
+        current = await uow.session.get(Booking, booking.id, populate_existing=True, with_for_update=True)
         assert current is not None
-        if current.status is not BookingStatus.PENDING or current.is_expired:
-            raise BookingNotPayableError(f"A {current.status.value} booking cannot be paid")
-        if current.payment_status not in (PaymentStatus.PENDING, PaymentStatus.FAILED):
-            raise PaymentInProgressError(f"The payment is already {current.payment_status.value}")
-        before = booking_data(current)
-        current.payment_status = PaymentStatus.PROCESSING
-        current.payment_method = method
-        current.payment_reference = "pay_" + secrets.token_hex(12)
-        current.updated_at = now
-        await session.flush()
-        await audit.record(
-            session,
-            audit.audit_row(
-                Actor.of(principal), "payment.started", "booking", current.id, now, before, booking_data(current)
-            ),
-        )
+        not_payable = BookingNotPayableError(f"A {current.status.value} booking cannot be paid")
+        await refuse_if_lapsed(uow, BOOKING, current, not_payable)
+        if current.status is not BookingStatus.PENDING:
+            raise not_payable
+        reference = "pay_" + secrets.token_hex(12)
+        actor = Actor.of(principal)
+        await PAYMENT.apply(uow, current, "start", actor, payment_method=method, payment_reference=reference)
         intent = _intent(current)
-        await idempotency.store_in(session, claim, 201, intent.model_dump(mode="json"))
+        uow.answer(claim, 201, intent.model_dump(mode="json"))
         return intent
 
     # Starting a payment moves no seats: it locks its booking's row, not the event.
-    return await run_in_transaction(runtime, operation)
+    return await runtime.transactions.unlocked(operation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,95 +117,56 @@ async def apply_webhook(runtime: Runtime, event: PaymentWebhook) -> WebhookOutco
             f"Paid {event.amount} {event.currency}, the booking costs {booking.total_amount} {booking.currency}"
         )
 
-    async def operation(session: AsyncSession) -> WebhookOutcome:
-        current = await session.get(Booking, booking.id, populate_existing=True)
+    async def operation(uow: UnitOfWork) -> WebhookOutcome:
+        current = await uow.session.get(Booking, booking.id, populate_existing=True)
         assert current is not None
         if current.payment_reference != event.payment_reference:  # a new attempt started meanwhile
             log.warning("payment_webhook_for_a_replaced_attempt", booking_id=current.id)
             return WebhookOutcome(current, applied=False)
         if event.outcome is PaymentOutcome.SUCCEEDED:
-            return await _succeeded(session, runtime, current)
-        return await _failed(session, current)
+            return await _succeeded(uow, current)
+        return await _failed(uow, current)
 
-    return await run_locked(runtime, booking.event_id, operation)
+    return await runtime.transactions.locked(booking.event_id, operation)
 
 
-async def _succeeded(session: AsyncSession, runtime: Runtime, booking: Booking) -> WebhookOutcome:
-    now = clock.now()
+async def _succeeded(uow: UnitOfWork, booking: Booking) -> WebhookOutcome:
     if booking.payment_status in (PaymentStatus.COMPLETED, PaymentStatus.REFUNDED):
         return WebhookOutcome(booking, applied=False)
-    if booking.status is BookingStatus.PENDING and not booking.is_expired:
-        await bookings.transition(
-            session,
-            runtime,
-            booking,
-            BookingStatus.CONFIRMED,
-            PROVIDER,
-            now,
-            payment_status=PaymentStatus.COMPLETED,
-            confirmed_at=now,
-        )
-        return WebhookOutcome(booking, applied=True)
-    if booking.status is BookingStatus.PENDING:  # lapsed but not yet swept: its seats return first
-        await bookings.transition(session, runtime, booking, BookingStatus.EXPIRED, Actor.system(), now)
-    if booking.status is BookingStatus.EXPIRED:
-        return await _late_success(session, booking)
-    # Paid for a booking that was cancelled meanwhile: the money goes back.
-    await _mark_for_refund(session, booking, now)
+    if booking.lapsed:  # lapsed but not yet swept: its seats return first
+        await expire(uow, BOOKING, booking)
+    if booking.status is BookingStatus.PENDING:
+        await move(uow, BOOKING, booking, "confirm", PROVIDER, along=[(PAYMENT, "complete")], confirmed_at=uow.now)
+    elif booking.status is BookingStatus.EXPIRED:
+        await _late_success(uow, booking)
+    else:  # paid for a booking that was cancelled meanwhile: the money goes back
+        await PAYMENT.apply(uow, booking, "refund", PROVIDER)
     return WebhookOutcome(booking, applied=True)
 
 
-async def _late_success(session: AsyncSession, booking: Booking) -> WebhookOutcome:
-    """Paid after expiry: confirm if the seats can still be had, else the payment is refunded."""
-    now = clock.now()
-    event = await get_event(session, booking.event_id, for_update=True)
+async def _late_success(uow: UnitOfWork, booking: Booking) -> None:
+    """Paid after expiry: confirmed if the seats can still be had, else the payment is refunded."""
+    event = await get_event(uow.session, booking.event_id, for_update=True)
     if event.available_capacity < booking.quantity:
-        await _mark_for_refund(session, booking, now)
-        return WebhookOutcome(booking, applied=True)
-    before = booking_data(booking)
-    booking.status, booking.payment_status = BookingStatus.CONFIRMED, PaymentStatus.COMPLETED
-    booking.confirmed_at, booking.updated_at = now, now
-    await session.flush()
-    await shift_seats(session, booking.event_id, available=-booking.quantity, confirmed=booking.quantity)
-    after = booking_data(booking)
-    await audit.record(
-        session, audit.audit_row(PROVIDER, "booking.confirmed_late", "booking", booking.id, now, before, after)
-    )
-    await outbox.enqueue(session, now, outbox.booking_message("BookingConfirmed", booking, now))
-    return WebhookOutcome(booking, applied=True)
+        await PAYMENT.apply(uow, booking, "refund", PROVIDER)
+        return
+    along = [(PAYMENT, "complete")]
+    await move(uow, BOOKING, booking, "confirm_late", PROVIDER, along=along, confirmed_at=uow.now)
 
 
-async def _mark_for_refund(session: AsyncSession, booking: Booking, now: datetime) -> None:
-    before = booking_data(booking)
-    booking.payment_status, booking.updated_at = PaymentStatus.REFUNDED, now
-    await session.flush()
-    await bookings.announce_refund(session, PROVIDER, booking, before, booking_data(booking), now)
-
-
-async def _failed(session: AsyncSession, booking: Booking) -> WebhookOutcome:
-    if booking.payment_status is not PaymentStatus.PROCESSING:
+async def _failed(uow: UnitOfWork, booking: Booking) -> WebhookOutcome:
+    if PAYMENT.find("fail", booking.payment_status) is None:
         return WebhookOutcome(booking, applied=False)  # a repeat, or news older than a success
-    now = clock.now()
-    before = booking_data(booking)
-    booking.payment_status, booking.updated_at = PaymentStatus.FAILED, now
-    await session.flush()
-    after = booking_data(booking)
-    await audit.record(session, audit.audit_row(PROVIDER, "payment.failed", "booking", booking.id, now, before, after))
-    await outbox.enqueue(session, now, outbox.booking_message("BookingPaymentFailed", booking, now))
+    await PAYMENT.apply(uow, booking, "fail", PROVIDER)
     return WebhookOutcome(booking, applied=True)
 
 
 async def _audit_refusal(runtime: Runtime, booking: Booking, event: PaymentWebhook) -> None:
+    """Refused money is on record, though nothing changes."""
     log.warning("payment_webhook_amount_mismatch", booking_id=booking.id)
-    async with runtime.sessionmaker() as session, session.begin():
-        await audit.record(
-            session,
-            audit.audit_row(
-                PROVIDER,
-                "payment.refused_amount_mismatch",
-                "booking",
-                booking.id,
-                clock.now(),
-                after={"amount": str(event.amount), "currency": event.currency, "outcome": event.outcome.value},
-            ),
-        )
+
+    async def operation(uow: UnitOfWork) -> None:
+        after = {"amount": str(event.amount), "currency": event.currency, "outcome": event.outcome.value}
+        uow.audit(PROVIDER, "payment.refused_amount_mismatch", PAYMENT.entity_type, booking.id, after=after)
+
+    await runtime.transactions.unlocked(operation)

@@ -17,17 +17,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from app.core.clock import clock
 from app.core.errors import NotFoundError
 from app.core.security import Principal
 from app.models.event_availability import EventAvailability
+from app.runtime import Runtime
 from app.schemas.waiting_room import WaitingRoomOverview, WaitingRoomSettings, WaitingRoomStatus
-from app.services import admission, audit
+from app.services import admission
 from app.services.audit import Actor
-from app.services.capacity import get_event, run_locked
-from app.services.runtime import Runtime
+from app.services.seats import get_event
+from app.services.unit_of_work import UnitOfWork
 from app.services.waiting_line import Line, at
 
 MAX_POLL_SECONDS = 10
@@ -118,21 +117,17 @@ async def configure(
 ) -> WaitingRoomOverview:
     """Change a room's settings, audited. Buyers already admitted keep their admission."""
 
-    async def operation(session: AsyncSession) -> None:
-        event = await get_event(session, event_id)
+    async def operation(uow: UnitOfWork) -> None:
+        event = await get_event(uow.session, event_id)
         before = settings_of(event)
         event.waiting_room_enabled = wanted.enabled
         event.waiting_room_admit_per_minute = wanted.admit_per_minute
         event.waiting_room_admission_minutes = wanted.admission_minutes
-        now = clock.now()
         actor, was, now_is = Actor.of(principal), before.model_dump(), wanted.model_dump()
-        rows = [
-            audit.audit_row(actor, action, "waiting_room", event_id, now, before=was, after=now_is)
-            for action in _audit_actions(before, wanted)
-        ]
-        await audit.record(session, *rows)
+        for action in _audit_actions(before, wanted):
+            uow.audit(actor, action, "waiting_room", event_id, before=was, after=now_is)
 
-    await run_locked(runtime, event_id, operation)
+    await runtime.transactions.locked(event_id, operation)
     runtime.waiting_line.remember(event_id, wanted)
     return await overview(runtime, event_id)
 

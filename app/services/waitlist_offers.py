@@ -8,34 +8,26 @@ smaller ones behind it; it keeps its place for the next seats that come free.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import Settings
 from app.models.enums import WaitlistStatus
 from app.models.waitlist import WaitlistEntry
-from app.schemas.waitlist import WaitlistEntryRead
-from app.services import audit, buyer_limit, outbox
+from app.services import buyer_limit
 from app.services.audit import Actor
-from app.services.capacity import get_event, note_hold_expiry, shift_seats
+from app.services.lifecycles import WAITLIST
+from app.services.seats import get_event
+from app.services.unit_of_work import UnitOfWork
 
 
-def entry_data(entry: WaitlistEntry) -> dict[str, Any]:
-    return WaitlistEntryRead.model_validate(entry).model_dump(mode="json", exclude={"position"})
-
-
-async def offer_freed_seats(
-    session: AsyncSession, settings: Settings, event_id: int, now: datetime
-) -> list[WaitlistEntry]:
+async def offer_freed_seats(uow: UnitOfWork, event_id: int) -> list[WaitlistEntry]:
     """Offer the event's open seats to waiting entries; returns the entries notified."""
-    event = await get_event(session, event_id, for_update=True)
+    event = await get_event(uow.session, event_id, for_update=True)
     free = event.available_capacity
     if free <= 0 or not event.sales_open:
         return []
-    found = await session.scalars(
+    found = await uow.session.scalars(
         select(WaitlistEntry)
         .where(
             WaitlistEntry.event_id == event_id,
@@ -47,30 +39,20 @@ async def offer_freed_seats(
         .with_for_update()
     )
     candidates = list(found)
-    allowance = await buyer_limit.allowance_for(session, [event], [(event_id, e.user_id) for e in candidates], now)
+    buyers = [(event_id, entry.user_id) for entry in candidates]
+    allowance = await buyer_limit.allowance_for(uow.session, [event], buyers, uow.now)
+    expires_at = uow.now + timedelta(hours=uow.settings.waitlist_notification_timeout_hours)
     offered: list[WaitlistEntry] = []
-    expires_at = now + timedelta(hours=settings.waitlist_notification_timeout_hours)
     for entry in candidates:
         # Too many seats for what is free, or for the buyer's limit (they bought since joining): the
         # entry keeps its place for later seats.
         if entry.quantity > free or allowance.refusal(event, entry.user_id, entry.quantity):
             continue
         free -= entry.quantity
-        before = entry_data(entry)
-        entry.status, entry.notified_at, entry.expires_at = WaitlistStatus.NOTIFIED, now, expires_at
-        entry.updated_at = now
+        await WAITLIST.apply(uow, entry, "notify", Actor.system(), notified_at=uow.now, expires_at=expires_at)
         offered.append(entry)
-        await session.flush()
-        after = entry_data(entry)
-        await audit.record(
-            session,
-            audit.audit_row(Actor.system(), "waitlist.notified", "waitlist_entry", entry.id, now, before, after),
-        )
-        await outbox.enqueue(session, now, outbox.waitlist_message("WaitlistNotified", entry, now))
         if free == 0:
             break
-    held = sum(entry.quantity for entry in offered)
-    if held:
-        note_hold_expiry(session, event_id, expires_at)
-        await shift_seats(session, event_id, available=-held, reserved=held)
+    if offered:
+        uow.holds_until(event_id, expires_at)
     return offered

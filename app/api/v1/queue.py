@@ -15,9 +15,9 @@ from app.api.v1 import PREFIX, examples
 from app.api.v1.availability import sse_end
 from app.api.v1.responses import ADMIN, AUTHENTICATED, BODY, LOCKED, VALIDATED, WRITE, Answer, problems, rendered
 from app.core.errors import NotFoundError, RateLimitedError, ServiceUnavailableError
+from app.runtime import Runtime
 from app.schemas.waiting_room import WaitingRoomOverview, WaitingRoomSettings, WaitingRoomStatus
 from app.services import waiting_room
-from app.services.runtime import Runtime
 from app.services.stream_limits import StreamSession
 
 router = APIRouter(prefix=f"{PREFIX}/queue", tags=["waiting room"])
@@ -37,7 +37,7 @@ PROBLEMS = {
 STREAM = {
     "description": "Server-Sent Events: `position` events (`data`: your ticket, the `WaitingRoomStatus` "
     "schema, as JSON) each time the line is read again, then one `admitted` event carrying the admission "
-    "token, and the stream ends; or an `end` event (`{\"reason\": \"token_expired\"|\"token_revoked\"}`) at "
+    'token, and the stream ends; or an `end` event (`{"reason": "token_expired"|"token_revoked"}`) at '
     "the token's expiry or revocation. Lines starting with `:` say the waiting room cannot be reached for now.",
     "content": {
         "text/event-stream": {

@@ -97,7 +97,7 @@ BODY = (*VALIDATED, Answer.of(BadRequestError), PAYLOAD_TOO_LARGE)
 WRITE = (Answer.of(RateLimitedError),)
 # An operation that takes `Idempotency-Key` (app/services/idempotency.py).
 IDEMPOTENT = (Answer.of(IdempotencyInProgressError), Answer.of(IdempotencyMismatchError))
-# A change under the event's lock (app/services/capacity.py run_locked, app/db/lock.py).
+# A change under the event's lock (app/services/unit_of_work.py Transactions.locked, app/db/lock.py).
 LOCKED = (Answer.of(VersionConflictError), Answer.of(LockTimeoutError))
 TOO_MANY = Answer.of(BadRequestError)  # quantity above MAX_TICKETS_PER_BOOKING
 # New seats of an event: its waiting room and its per-buyer limit (app/services/admission.py, buyer_limit.py).

@@ -1,0 +1,260 @@
+"""The unit of work: every change of state goes through one, in one PostgreSQL transaction.
+
+An operation gets a `UnitOfWork` and says through it what its change leaves behind besides the
+rows it writes: audit rows (`audit`), lifecycle messages for the outbox (`publish`), the answer
+an `Idempotency-Key` will replay (`answer`), the events whose seat counters moved (`moved`, said
+by app/services/seats.py) and when the holds it made lapse (`holds_until`). `Transactions` runs
+the operation: the events' Redis locks, the transaction, its retries (each attempt with a fresh
+unit), the unit's records written last, the commit, and after it the availability cache, the
+live feed and the outbox relay's wake-up. Nothing travels in the session's `info`.
+
+An operation that meets a lapsed row expires it and raises `RefuseAfterCommit`: the expiry is
+committed, then the request is refused (the one policy for lapsed rows, app/services/changes.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from app.core import metrics
+from app.core.clock import clock
+from app.core.config import Settings
+from app.core.errors import AppError, VersionConflictError
+from app.core.logging import get_logger
+from app.db.base import table_of
+from app.db.infrastructure import Infrastructure
+from app.db.redis import RedisUnavailable
+from app.models.event_availability import EventAvailability
+from app.models.idempotency import IdempotencyKey
+from app.schemas.availability import EventAvailabilityRead
+from app.services.audit import AUDIT_TABLE, Actor, audit_row
+from app.services.availability_cache import AvailabilityCache
+from app.services.availability_feed import AvailabilityFeed
+from app.services.idempotency import Claim
+from app.services.outbox import OUTBOX_TABLE, outbox_row
+
+T = TypeVar("T")
+log = get_logger(__name__)
+IDEMPOTENCY_TABLE = table_of(IdempotencyKey)
+STORE_ANSWER = (
+    update(IDEMPOTENCY_TABLE)
+    .where(IDEMPOTENCY_TABLE.c.id == bindparam("claimed"))
+    .values(status_code=bindparam("answer_status"), response_body=bindparam("answer_body"))
+)
+
+
+Operation = Callable[["UnitOfWork"], Awaitable[T]]
+
+
+class StaleVersion(Exception):
+    """An event's row changed since it was read; the transaction is run again."""
+
+
+class RefuseAfterCommit(Exception):
+    """Commit what the operation did (the expiry of a lapsed row), then answer `refusal`.
+
+    A unit without the event's lock cannot move seats: it names the expiry to run `then_locked`
+    instead, in a unit of its own under the event's lock, before the refusal is answered."""
+
+    def __init__(self, refusal: AppError, then_locked: tuple[int, Operation[object]] | None = None) -> None:
+        super().__init__(refusal.detail)
+        self.refusal = refusal
+        self.then_locked = then_locked
+
+
+@dataclass
+class UnitOfWork:
+    session: AsyncSession
+    settings: Settings
+    now: datetime = field(default_factory=clock.now)
+    # The latest figures of the events whose counters moved, and the earliest lapse of the holds
+    # made, per event: the cache and the live feed get them after the commit.
+    events: dict[int, EventAvailability] = field(default_factory=dict)
+    hold_expiries: dict[int, datetime] = field(default_factory=dict)
+    event_locked: bool = False  # whether the unit holds its events' locks: only then may seats move
+    published: bool = False
+    _audit_rows: list[dict[str, Any]] = field(default_factory=list)
+    _messages: list[dict[str, Any]] = field(default_factory=list)
+    _answers: list[dict[str, Any]] = field(default_factory=list)
+
+    def audit(
+        self,
+        actor: Actor,
+        action: str,
+        entity_type: str,
+        entity_id: int,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> None:
+        """An audit row; `request_id` defaults to the current request's."""
+        row = audit_row(actor, action, entity_type, entity_id, self.now, before, after, request_id=request_id)
+        self._audit_rows.append(row)
+
+    def publish(self, *messages: dict[str, Any]) -> None:
+        """Lifecycle messages (app/services/outbox.py builds them), sent by the relay after the commit."""
+        self._messages.extend(messages)
+
+    def answer(self, claim: Claim | None, status_code: int, body: Any) -> None:
+        """What a retry with the request's `Idempotency-Key` gets, committed with the change."""
+        if claim is not None:
+            self._answers.append({"claimed": claim.record_id, "answer_status": status_code, "answer_body": body})
+
+    def moved(self, event: EventAvailability) -> None:
+        self.events[event.event_id] = event
+
+    def holds_until(self, event_id: int, expires_at: datetime) -> None:
+        current = self.hold_expiries.get(event_id)
+        self.hold_expiries[event_id] = expires_at if current is None else min(current, expires_at)
+
+    async def write(self) -> None:
+        """Insert the records made so far: one statement per table. The runner calls it last,
+        before the commit; an operation may call it sooner (the hot batch does, see there)."""
+        if self._audit_rows:
+            await self.session.execute(insert(AUDIT_TABLE), self._audit_rows)
+        if self._messages:
+            await self.session.execute(insert(OUTBOX_TABLE), [outbox_row(m, self.now) for m in self._messages])
+            self.published = True
+        if self._answers:
+            await self.session.execute(STORE_ANSWER, self._answers)
+        self._audit_rows, self._messages, self._answers = [], [], []
+
+
+class Transactions:
+    """Runs operations as units of work, with or without the events' locks."""
+
+    def __init__(self, infrastructure: Infrastructure, cache: AvailabilityCache, feed: AvailabilityFeed) -> None:
+        self._infrastructure = infrastructure
+        self._settings = infrastructure.settings
+        self._cache = cache
+        self._feed = feed
+        self._on_published: list[Callable[[], None]] = []
+
+    def on_published(self, wake: Callable[[], None]) -> None:
+        """Call `wake` after each commit that wrote lifecycle messages (the outbox relay)."""
+        self._on_published.append(wake)
+
+    async def read(self, query: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `query` on the primary, outside any unit of work (reads before a change)."""
+        async with self._infrastructure.sessionmaker() as session:
+            return await query(session)
+
+    async def locked(self, event_ids: int | Sequence[int], operation: Operation[T], *, rows_first: bool = True) -> T:
+        """Run `operation` in one transaction under the events' locks, retrying stale versions.
+
+        With `rows_first` the transaction starts by locking the events' rows in event order, before
+        touching any booking, hold or waitlist row. Every writer taking its rows in that one order
+        is what keeps PostgreSQL free of deadlocks when the Redis lock is not there to serialise
+        them (Redis down, or one instance's breaker open while another's is closed).
+        """
+        ids = sorted({event_ids} if isinstance(event_ids, int) else set(event_ids))
+
+        async def rows_locked_first(uow: UnitOfWork) -> T:
+            await uow.session.execute(
+                select(EventAvailability.event_id)
+                .where(EventAvailability.event_id.in_(ids))
+                .order_by(EventAvailability.event_id)
+                # FOR NO KEY UPDATE: it excludes the other writers of the row all the same, but not the
+                # key-share lock a booking's INSERT takes on its event (its foreign key), so booking a
+                # hold, which takes no event lock, never waits on a writer that waits on it.
+                .with_for_update(key_share=True)
+            )
+            return await operation(uow)
+
+        async with self._infrastructure.sessionmaker() as session, self._infrastructure.locks.hold(ids):
+            uow, result = await self._attempts(
+                session, rows_locked_first if rows_first else operation, event_locked=True
+            )
+        # After the lock: the cache compares versions, so the order writers get here in is harmless.
+        return await self._after_commit(uow, result)
+
+    async def unlocked(self, operation: Operation[T]) -> T:
+        """Run `operation` in one transaction that moves no seats: no event lock, no event row lock
+        (SPEC section 2 asks them of capacity changes only), so it never queues behind an event's
+        bookings. It locks the rows it changes itself, and only those: holding no other lock while
+        it waits, it cannot take part in a deadlock."""
+        async with self._infrastructure.sessionmaker() as session:
+            uow, result = await self._attempts(session, operation)
+        return await self._after_commit(uow, result)
+
+    async def _attempts(
+        self, session: AsyncSession, operation: Operation[T], *, event_locked: bool = False
+    ) -> tuple[UnitOfWork, T | RefuseAfterCommit]:
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._settings.version_conflict_retries + 1),
+                wait=wait_random_exponential(multiplier=0.005, max=0.1),
+                retry=retry_if_exception(is_transient),
+                before_sleep=lambda _state: metrics.VERSION_CONFLICT_RETRIES.inc(),
+                reraise=True,
+            ):
+                with attempt:
+                    return await self._attempt(session, operation, event_locked)
+        except (DBAPIError, StaleVersion, StaleDataError) as exc:
+            if is_transient(exc):  # still stale, deadlocked or serialisation-failed after every retry
+                raise VersionConflictError("The event changed concurrently; please retry") from exc
+            raise
+        raise AssertionError("unreachable: the retry loop returns or raises")
+
+    async def _attempt(
+        self, session: AsyncSession, operation: Operation[T], event_locked: bool
+    ) -> tuple[UnitOfWork, T | RefuseAfterCommit]:
+        uow = UnitOfWork(session, self._settings, event_locked=event_locked)
+        async with session.begin():
+            result: T | RefuseAfterCommit
+            try:
+                result = await operation(uow)
+            except RefuseAfterCommit as refused:
+                result = refused
+            await uow.write()
+        return uow, result
+
+    async def _after_commit(self, uow: UnitOfWork, result: T | RefuseAfterCommit) -> T:
+        if uow.published:
+            for wake in self._on_published:
+                wake()
+        if uow.events:
+            await self._refresh(uow)
+        if isinstance(result, RefuseAfterCommit):
+            if result.then_locked is not None:
+                await self.locked(*result.then_locked)
+            raise result.refusal
+        return result
+
+    async def _refresh(self, uow: UnitOfWork) -> None:
+        """The moved events' figures to the cache and the live feed, in one round trip."""
+        updates = [EventAvailabilityRead.model_validate(event).model_dump(mode="json") for event in uow.events.values()]
+        stores: list[tuple[dict[str, Any], datetime | float | None]] = [
+            (figures, uow.hold_expiries.get(figures["event_id"])) for figures in updates
+        ]
+
+        async def send(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            await self._cache.queue_stores(pipe, stores)
+            self._feed.queue_publish(pipe, updates)
+            await pipe.execute()
+
+        try:
+            await self._infrastructure.redis.call("availability_refresh", send)
+        except RedisUnavailable:  # the commit stands; the cache and the feed catch up
+            log.info("availability_refresh_skipped", events=len(updates))
+
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction may simply be run again.
+TRANSIENT_SQLSTATES = {"40P01", "40001"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, StaleVersion | StaleDataError):
+        return True
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
