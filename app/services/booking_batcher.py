@@ -271,10 +271,12 @@ def _record(uow: UnitOfWork, accepted: list[BookingRequest], bookings: list[Book
     """What `BOOK` declares, for each booking: from the batch's own rendering of it (a request each)."""
     assert BOOK.action is not None and BOOK.message is not None
     for request, booking in zip(accepted, bookings, strict=True):
-        data = booking.model_dump(mode="json")
-        uow.audit(request.actor, BOOK.action, "booking", booking.id, after=data, request_id=request.request_id)
-        uow.publish(outbox.booking_message_of(BOOK.message, data, uow.now))
-        uow.answer(request.claim, 201, data)
+        answer = booking.model_dump(mode="json")
+        message = outbox.booking_message_of(BOOK.message, answer, uow.now)
+        after = message["booking_data"]  # the message schema's description, as every audit row of a booking
+        uow.audit(request.actor, BOOK.action, "booking", booking.id, after=after, request_id=request.request_id)
+        uow.publish(message)
+        uow.answer(request.claim, 201, answer)
 
 
 def _totals(
