@@ -116,9 +116,8 @@ async def book_held_seats(
     rule = BOOKING.create(uow, booking, "book_held")
     await uow.session.flush()
     uow.holds_until(event_id, expires_at)
-    created = describe_booking(booking)
-    BOOKING.record(uow, rule, booking, actor, None, created)
-    uow.answer(claim, 201, created)
+    BOOKING.record(uow, rule, booking, actor, None, describe_booking(booking))
+    uow.answer(claim, 201, BookingRead.model_validate(booking).model_dump(mode="json"))
     return booking
 
 
