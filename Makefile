@@ -43,7 +43,7 @@ test: lint typecheck
 test-long: $(DEV_DEPS)
 	$(PY) -m pytest -m long $(PYTEST_ARGS)
 
-## Sentinel, Cluster and Patroni failover on throwaway loopback servers (installs etcd and Patroni).
+## Sentinel, Cluster and Patroni failover, and PgBouncer, on throwaway loopback servers (installs etcd, Patroni, PgBouncer).
 test-ha: $(DEV_DEPS)
 	$(PY) -m pytest -m ha -s $(PYTEST_ARGS)
 

@@ -89,3 +89,20 @@ async def test_admin_lists_read_the_replicas_and_users_the_primary(
         for path in ("bookings/", "audit/", "waitlist/", "availability/"):
             listed = await api.client.get(f"/api/v1/admin/{path}", headers=api.admin())
             assert listed.json()["total"] == 0, path  # the replica has not caught up
+
+
+@pytest.mark.parametrize(("prepared", "named_statements"), [(True, True), (False, False)])
+async def test_prepared_statements_off_leaves_none_on_the_server(
+    database_url: str, redis_url: str, prepared: bool, named_statements: bool
+) -> None:
+    """DB_PREPARED_STATEMENTS=false (for a transaction-mode pooler): no named statement outlives its
+    use on the server connection, where the next transaction through the pooler would miss it."""
+    engine = create_engine(make_settings(database_url, redis_url, db_prepared_statements=prepared))
+    try:
+        async with engine.connect() as connection:
+            await connection.scalar(text("SELECT count(*) FROM event_availability"))
+            await connection.commit()
+            left = await connection.scalar(text("SELECT count(*) FROM pg_prepared_statements"))
+        assert bool(left) is named_statements
+    finally:
+        await engine.dispose()

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(5.0, gt=0)
     db_connect_timeout_seconds: float = Field(5.0, gt=0)
     db_command_timeout_seconds: float = Field(15.0, gt=0)
+    # Off behind a transaction-mode pooler that cannot keep them (PgBouncer before 1.21).
+    db_prepared_statements: bool = True
 
     redis_url: str | None = None
     redis_host: str | None = None

@@ -34,15 +34,25 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         # Audit rows and outbox messages are JSONB written on every booking: orjson, not json.
         json_serializer=_json_text,
         json_deserializer=orjson.loads,
-        connect_args={
-            "timeout": settings.db_connect_timeout_seconds,
-            "command_timeout": settings.db_command_timeout_seconds,
-            "server_settings": {"application_name": settings.service_name},
-        },
+        connect_args=_connect_args(settings),
     )
     _count_connections(engine.sync_engine.pool, settings.db_pool_size)
     event.listen(engine.sync_engine, "handle_error", _failover_is_disconnect)
     return engine
+
+
+def _connect_args(settings: Settings) -> dict[str, object]:
+    args: dict[str, object] = {
+        "timeout": settings.db_connect_timeout_seconds,
+        "command_timeout": settings.db_command_timeout_seconds,
+        "server_settings": {"application_name": settings.service_name},
+    }
+    if not settings.db_prepared_statements:
+        # Neither asyncpg's cache nor the dialect's: each statement is then prepared unnamed and
+        # parsed again in the message that runs it, so nothing outlives its transaction on a
+        # server connection the pooler may hand to another client next.
+        args |= {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+    return args
 
 
 def create_read_engine(settings: Settings) -> AsyncEngine | None:
