@@ -80,7 +80,7 @@ async def _shut_down(runtime: Runtime, relay: OutboxRelay, tasks: list[asyncio.T
     if stuck:
         log.warning("background_tasks_not_stopped", tasks=[task.get_name() for task in stuck])
     try:
-        await asyncio.wait_for(runtime.batcher.close(), timeout=budget / 2)
+        await asyncio.wait_for(asyncio.gather(runtime.batcher.close(), runtime.transactions.close()), budget / 2)
     except TimeoutError:
         log.warning("booking_batch_not_finished")
     await runtime.close()

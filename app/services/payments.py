@@ -127,7 +127,8 @@ async def apply_webhook(runtime: Runtime, event: PaymentWebhook) -> WebhookOutco
             return await _succeeded(uow, current)
         return await _failed(uow, current)
 
-    return await runtime.transactions.locked(booking.event_id, operation)
+    # Confirmations of one event move its seats one at a time: under load, those waiting share a transaction.
+    return await runtime.transactions.grouped(booking.event_id, operation)
 
 
 async def _succeeded(uow: UnitOfWork, booking: Booking) -> WebhookOutcome:

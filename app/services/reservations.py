@@ -55,7 +55,8 @@ async def reserve(
         uow.answer(claim, 201, data)
         return hold
 
-    return await runtime.transactions.locked(event_id, operation)
+    # Holds of one event are taken one at a time: under load, those waiting share a transaction.
+    return await runtime.transactions.grouped(event_id, operation)
 
 
 async def release(runtime: Runtime, principal: Principal, event_id: int, reservation_id: int) -> Reservation:

@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Select, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -36,13 +36,15 @@ from app.db.redis import RedisUnavailable
 from app.models.event_availability import EventAvailability
 from app.models.idempotency import IdempotencyKey
 from app.schemas.availability import EventAvailabilityRead
-from app.services.audit import AUDIT_TABLE, Actor, audit_row
+from app.services.audit import AUDIT_TABLE, Actor, audit_row, current_request_id
 from app.services.availability_cache import AvailabilityCache
 from app.services.availability_feed import AvailabilityFeed
 from app.services.idempotency import Claim
+from app.services.keyed_batches import KeyedBatches
 from app.services.outbox import OUTBOX_TABLE, outbox_row
 
 T = TypeVar("T")
+X = TypeVar("X")
 log = get_logger(__name__)
 IDEMPOTENCY_TABLE = table_of(IdempotencyKey)
 STORE_ANSWER = (
@@ -81,6 +83,7 @@ class UnitOfWork:
     events: dict[int, EventAvailability] = field(default_factory=dict)
     hold_expiries: dict[int, datetime] = field(default_factory=dict)
     event_locked: bool = False  # whether the unit holds its events' locks: only then may seats move
+    request_id: str | None = field(default_factory=current_request_id)  # its audit rows' default
     published: bool = False
     _audit_rows: list[dict[str, Any]] = field(default_factory=list)
     _messages: list[dict[str, Any]] = field(default_factory=list)
@@ -98,6 +101,7 @@ class UnitOfWork:
         request_id: str | None = None,
     ) -> None:
         """An audit row; `request_id` defaults to the current request's."""
+        request_id = request_id or self.request_id
         row = audit_row(actor, action, entity_type, entity_id, self.now, before, after, request_id=request_id)
         self._audit_rows.append(row)
 
@@ -139,6 +143,9 @@ class Transactions:
         self._cache = cache
         self._feed = feed
         self._on_published: list[Callable[[], None]] = []
+        self._groups: KeyedBatches[int, _Grouped[Any], Any] = KeyedBatches(
+            self._run_group, infrastructure.settings.booking_batch_max
+        )
 
     def on_published(self, wake: Callable[[], None]) -> None:
         """Call `wake` after each commit that wrote lifecycle messages (the outbox relay)."""
@@ -160,15 +167,7 @@ class Transactions:
         ids = sorted({event_ids} if isinstance(event_ids, int) else set(event_ids))
 
         async def rows_locked_first(uow: UnitOfWork) -> T:
-            await uow.session.execute(
-                select(EventAvailability.event_id)
-                .where(EventAvailability.event_id.in_(ids))
-                .order_by(EventAvailability.event_id)
-                # FOR NO KEY UPDATE: it excludes the other writers of the row all the same, but not the
-                # key-share lock a booking's INSERT takes on its event (its foreign key), so booking a
-                # hold, which takes no event lock, never waits on a writer that waits on it.
-                .with_for_update(key_share=True)
-            )
+            await uow.session.execute(_lock_rows(ids))
             return await operation(uow)
 
         async with self._infrastructure.sessionmaker() as session, self._infrastructure.locks.hold(ids):
@@ -190,16 +189,21 @@ class Transactions:
     async def _attempts(
         self, session: AsyncSession, operation: Operation[T], *, event_locked: bool = False
     ) -> tuple[UnitOfWork, T | RefuseAfterCommit]:
+        return await self._retrying(lambda: self._attempt(session, operation, event_locked))
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[X]]) -> X:
+        """Run `attempt` (a whole transaction) again on a stale version, a deadlock or a
+        serialisation failure, a bounded number of times, then answer 409 `version_conflict`."""
         try:
-            async for attempt in AsyncRetrying(
+            async for retry in AsyncRetrying(
                 stop=stop_after_attempt(self._settings.version_conflict_retries + 1),
                 wait=wait_random_exponential(multiplier=0.005, max=0.1),
                 retry=retry_if_exception(is_transient),
                 before_sleep=lambda _state: metrics.VERSION_CONFLICT_RETRIES.inc(),
                 reraise=True,
             ):
-                with attempt:
-                    return await self._attempt(session, operation, event_locked)
+                with retry:
+                    return await attempt()
         except (DBAPIError, StaleVersion, StaleDataError) as exc:
             if is_transient(exc):  # still stale, deadlocked or serialisation-failed after every retry
                 raise VersionConflictError("The event changed concurrently; please retry") from exc
@@ -220,22 +224,35 @@ class Transactions:
         return uow, result
 
     async def _after_commit(self, uow: UnitOfWork, result: T | RefuseAfterCommit) -> T:
-        if uow.published:
-            for wake in self._on_published:
-                wake()
-        if uow.events:
-            await self._refresh(uow)
+        await self._announce([uow])
+        return await self._outcome(result)
+
+    async def _outcome(self, result: T | RefuseAfterCommit) -> T:
         if isinstance(result, RefuseAfterCommit):
             if result.then_locked is not None:
                 await self.locked(*result.then_locked)
             raise result.refusal
         return result
 
-    async def _refresh(self, uow: UnitOfWork) -> None:
-        """The moved events' figures to the cache and the live feed, in one round trip."""
-        updates = [EventAvailabilityRead.model_validate(event).model_dump(mode="json") for event in uow.events.values()]
+    async def _announce(self, uows: Sequence[UnitOfWork]) -> None:
+        """After the commit: wake the relay for the messages written, and send the moved events'
+        latest figures to the cache and the live feed, in one round trip."""
+        if any(uow.published for uow in uows):
+            for wake in self._on_published:
+                wake()
+        events: dict[int, EventAvailability] = {}
+        expiries: dict[int, datetime] = {}
+        for uow in uows:  # in commit order: the last figures of an event are its latest
+            events |= uow.events
+            for event_id, expires_at in uow.hold_expiries.items():
+                expiries[event_id] = min(expires_at, expiries.get(event_id, expires_at))
+        if events:
+            await self._refresh(events, expiries)
+
+    async def _refresh(self, events: dict[int, EventAvailability], expiries: dict[int, datetime]) -> None:
+        updates = [EventAvailabilityRead.model_validate(event).model_dump(mode="json") for event in events.values()]
         stores: list[tuple[dict[str, Any], datetime | float | None]] = [
-            (figures, uow.hold_expiries.get(figures["event_id"])) for figures in updates
+            (figures, expiries.get(figures["event_id"])) for figures in updates
         ]
 
         async def send(client: Any) -> None:
@@ -248,6 +265,81 @@ class Transactions:
             await self._infrastructure.redis.call("availability_refresh", send)
         except RedisUnavailable:  # the commit stands; the cache and the feed catch up
             log.info("availability_refresh_skipped", events=len(updates))
+
+    # Operations that share a transaction (`grouped`).
+
+    async def grouped(self, event_id: int, operation: Operation[T]) -> T:
+        """Run `operation` as `locked` would for one event, in a transaction it may share with the
+        event's other grouped operations waiting in this instance: one lock, one transaction and
+        one commit for them all under load, each still its own unit of work in a savepoint of its
+        own. One that is refused, or fails on a value, is rolled back alone; a deadlock or a stale
+        version runs them all again."""
+        result: T = await self._groups.submit(event_id, _Grouped(operation, current_request_id()))
+        return result
+
+    async def close(self) -> None:
+        """Wait for the grouped transactions in flight (graceful shutdown)."""
+        await self._groups.close()
+
+    async def _run_group(self, event_id: int, group: list[_Grouped[Any]]) -> list[Any]:
+        async with self._infrastructure.sessionmaker() as session, self._infrastructure.locks.hold([event_id]):
+            done = await self._retrying(lambda: self._group_attempt(session, event_id, group))
+        await self._announce([uow for uow, outcome in done if not isinstance(outcome, BaseException)])
+        outcomes: list[Any] = []
+        for _, outcome in done:
+            try:
+                outcomes.append(outcome if isinstance(outcome, BaseException) else await self._outcome(outcome))
+            except Exception as refused:
+                outcomes.append(refused)
+        return outcomes
+
+    async def _group_attempt(
+        self, session: AsyncSession, event_id: int, group: list[_Grouped[Any]]
+    ) -> list[tuple[UnitOfWork, Any]]:
+        done: list[tuple[UnitOfWork, Any]] = []
+        async with session.begin():
+            await session.execute(_lock_rows([event_id]))
+            for grouped in group:
+                uow = UnitOfWork(session, self._settings, event_locked=True, request_id=grouped.request_id)
+                done.append((uow, await self._in_savepoint(session, uow, grouped.operation)))
+        return done
+
+    async def _in_savepoint(self, session: AsyncSession, uow: UnitOfWork, operation: Operation[T]) -> Any:
+        """The operation's result (or its refusal after the commit), or the exception that rolled
+        its savepoint back. A transient failure ends the whole group's transaction, to be run again."""
+        savepoint = await session.begin_nested()
+        try:
+            try:
+                result: T | RefuseAfterCommit = await operation(uow)
+            except RefuseAfterCommit as refused:
+                result = refused
+            await uow.write()
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            await savepoint.rollback()
+            return exc
+        await savepoint.commit()
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Grouped(Generic[T]):
+    operation: Operation[T]
+    request_id: str | None  # the submitting request's: the group runs in a context of its own
+
+
+def _lock_rows(event_ids: Sequence[int]) -> Select[int]:
+    """The events' rows, locked in event order. FOR NO KEY UPDATE: it excludes the other writers of
+    the row all the same, but not the key-share lock a booking's INSERT takes on its event (its
+    foreign key), so booking a hold, which takes no event lock, never waits on a writer that waits
+    on it."""
+    return (
+        select(EventAvailability.event_id)
+        .where(EventAvailability.event_id.in_(event_ids))
+        .order_by(EventAvailability.event_id)
+        .with_for_update(key_share=True)
+    )
 
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction may simply be run again.

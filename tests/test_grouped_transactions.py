@@ -1,0 +1,75 @@
+"""Holds and payment confirmations of one event that wait together share a transaction
+(`Transactions.grouped`): each is still its own unit of work, refused or rolled back alone, with
+its own audit rows and request id."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core.errors import ConflictError
+from app.services.audit import Actor
+from app.services.unit_of_work import UnitOfWork
+from tests.checks import assert_invariant, count
+from tests.conftest import Api
+from tests.support import pay, webhook
+
+
+async def test_simultaneous_holds_take_exactly_the_seats_there_are(api: Api, db: AsyncConnection) -> None:
+    await api.create_event(1, capacity=25)
+
+    async def hold(n: int) -> tuple[int, str]:
+        headers = api.headers(100 + n, **{"X-Request-ID": f"hold-{n:02d}"})
+        response = await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 1}, headers=headers)
+        return response.status_code, response.json().get("code") or str(response.json()["id"])
+
+    answers = await asyncio.gather(*(hold(n) for n in range(40)))
+    assert sorted(status for status, _ in answers) == [201] * 25 + [409] * 15
+    assert {code for status, code in answers if status == 409} == {"insufficient_capacity"}
+    assert await count(db, "reservations", "status = 'active'") == 25
+    await db.rollback()
+    created = "SELECT entity_id, request_id FROM audit_log WHERE action = 'reservation.created'"
+    audited = dict((await db.execute(text(created))).all())
+    held = {int(hold_id): f"hold-{n:02d}" for n, (status, hold_id) in enumerate(answers) if status == 201}
+    assert audited == held  # each hold audited once, with its own request's id
+    await assert_invariant(db)
+
+
+async def test_simultaneous_confirmations_all_apply(api: Api, db: AsyncConnection) -> None:
+    await api.create_event(1, capacity=30)
+    bookings = [(await api.book(100 + n, 1)).json() for n in range(20)]
+    intents = [await pay(api, 100 + n, booking["id"]) for n, booking in enumerate(bookings)]
+    answers = await asyncio.gather(*(webhook(api, intent) for intent in intents))
+    assert [answer.status_code for answer in answers] == [200] * 20
+    assert await count(db, "bookings", "status = 'confirmed' AND payment_status = 'completed'") == 20
+    assert await count(db, "audit_log", "action = 'booking.confirmed'") == 20
+    assert await count(db, "outbox", "kind = 'confirmed'") == 20
+    assert (await api.availability(1))["confirmed_capacity"] == 20
+    await assert_invariant(db)
+
+
+async def test_one_refused_in_a_group_is_rolled_back_alone(api: Api, db: AsyncConnection) -> None:
+    await api.create_event(1, capacity=5)
+    transactions = api.runtime.transactions
+
+    def operation(n: int, refuse: bool) -> object:
+        async def audited_then_maybe_refused(uow: UnitOfWork) -> int:
+            uow.audit(Actor.system(), f"test.grouped.{n}", "event_availability", 1)
+            await uow.write()  # written in its savepoint before it is refused
+            if refuse:
+                raise ConflictError("refused on purpose")
+            txid: int = await uow.session.scalar(text("SELECT txid_current()"))
+            return txid
+
+        return audited_then_maybe_refused
+
+    outcomes = await asyncio.gather(
+        *(transactions.grouped(1, operation(n, refuse=n == 2)) for n in range(5)), return_exceptions=True
+    )
+    assert isinstance(outcomes[2], ConflictError)
+    txids = {outcome for n, outcome in enumerate(outcomes) if n != 2}
+    assert len(txids) <= 2  # the first ran alone; everything that waited behind it shared one transaction
+    assert await count(db, "audit_log", "action LIKE 'test.grouped.%'") == 4
+    assert await count(db, "audit_log", "action = 'test.grouped.2'") == 0
