@@ -5,12 +5,17 @@ its own audit rows and request id."""
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
+import orjson
+import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.core.config import Settings
 from app.core.errors import ConflictError
 from app.services.audit import Actor
+from app.services.seats import shift_seats
 from app.services.unit_of_work import UnitOfWork
 from tests.checks import assert_invariant, count
 from tests.conftest import Api
@@ -73,3 +78,32 @@ async def test_one_refused_in_a_group_is_rolled_back_alone(api: Api, db: AsyncCo
     assert len(txids) <= 2  # the first ran alone; everything that waited behind it shared one transaction
     assert await count(db, "audit_log", "action LIKE 'test.grouped.%'") == 4
     assert await count(db, "audit_log", "action = 'test.grouped.2'") == 0
+
+
+async def test_a_group_announces_the_figures_its_committed_operations_left(api: Api, db: AsyncConnection) -> None:
+    await api.create_event(1, capacity=5)
+    transactions = api.runtime.transactions
+
+    def operation(refuse: bool) -> object:
+        async def moved_then_maybe_refused(uow: UnitOfWork) -> None:
+            await shift_seats(uow, 1, available=-1, reserved=1)
+            if refuse:  # rolled back after moving seats: the event's row in the session is expired
+                raise ConflictError("refused on purpose")
+
+        return moved_then_maybe_refused
+
+    outcomes = await asyncio.gather(
+        *(transactions.grouped(1, operation(refuse=n == 3)) for n in range(4)), return_exceptions=True
+    )
+    assert [isinstance(outcome, ConflictError) for outcome in outcomes] == [False, False, False, True]
+    await db.rollback()
+    available = (await db.execute(text("SELECT available_capacity FROM event_availability"))).scalar_one()
+    assert available == 2
+    cached = orjson.loads(await api.runtime.redis.client.get(api.runtime.redis.key("availability", 1)))
+    assert (cached["available_capacity"], cached["reserved_capacity"]) == (2, 3)
+
+
+async def test_seats_never_move_without_their_events_lock(settings: Settings) -> None:
+    unlocked = UnitOfWork(cast(AsyncSession, None), settings, locked_events=frozenset({2}))
+    with pytest.raises(RuntimeError, match="without its lock"):
+        await shift_seats(unlocked, 1, available=-1, reserved=1)

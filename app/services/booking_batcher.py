@@ -186,7 +186,7 @@ class BookingBatcher:
             read = read.with_for_update(key_share=True)
         events = {event.event_id: event for event in await uow.session.scalars(read)}
         buyers = [(request.event_id, request.user_id) for requests in by_event.values() for request in requests]
-        allowance = await buyer_limit.allowance_for(uow.session, events.values(), buyers, uow.now)
+        allowance = await buyer_limit.allowance_for(uow.session, events.values(), buyers)
         outcomes: dict[int, Outcome] = {}
         accepted: list[tuple[BookingRequest, EventAvailability]] = []
         for event_id, requests in by_event.items():

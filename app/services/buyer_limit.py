@@ -18,14 +18,13 @@ Events without a limit pay nothing.
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import TicketLimitExceededError
 from app.models.booking import Booking
-from app.models.enums import BookingStatus, ReservationStatus, WaitlistStatus
+from app.models.enums import BookingStatus
 from app.models.event_availability import EventAvailability
 from app.models.reservation import Reservation
 from app.models.waitlist import WaitlistEntry
@@ -33,7 +32,7 @@ from app.models.waitlist import WaitlistEntry
 Buyer = tuple[int, int]  # (event_id, user_id)
 
 
-def _live_seats(buyers: Collection[Buyer], now: datetime) -> Select[int, int, int]:
+def _live_seats(buyers: Collection[Buyer]) -> Select[int, int, int]:
     def of(
         model: type[Booking] | type[Reservation] | type[WaitlistEntry], live: ColumnElement[bool]
     ) -> Select[int, int, int]:
@@ -41,27 +40,25 @@ def _live_seats(buyers: Collection[Buyer], now: datetime) -> Select[int, int, in
             tuple_(model.event_id, model.user_id).in_(list(buyers)), live
         )
 
+    def held(model: type[Booking] | type[Reservation] | type[WaitlistEntry]) -> ColumnElement[bool]:
+        """In its lapsing status and not lapsed (app/models/lapsing.py)."""
+        return and_(model.status == model.LAPSING_STATUS, ~model.lapsed)
+
     seats = union_all(
-        of(Reservation, and_(Reservation.status == ReservationStatus.ACTIVE, Reservation.expires_at > now)),
-        of(
-            Booking,
-            or_(
-                and_(Booking.status == BookingStatus.PENDING, Booking.expires_at > now),
-                Booking.status.in_((BookingStatus.CONFIRMED, BookingStatus.COMPLETED)),
-            ),
-        ),
-        of(WaitlistEntry, and_(WaitlistEntry.status == WaitlistStatus.NOTIFIED, WaitlistEntry.expires_at > now)),
+        of(Reservation, held(Reservation)),
+        of(Booking, or_(held(Booking), Booking.status.in_((BookingStatus.CONFIRMED, BookingStatus.COMPLETED)))),
+        of(WaitlistEntry, held(WaitlistEntry)),
     ).subquery()
     return select(seats.c.event_id, seats.c.user_id, func.sum(seats.c.quantity)).group_by(
         seats.c.event_id, seats.c.user_id
     )
 
 
-async def seats_of(session: AsyncSession, buyers: Collection[Buyer], now: datetime) -> dict[Buyer, int]:
+async def seats_of(session: AsyncSession, buyers: Collection[Buyer]) -> dict[Buyer, int]:
     """Each buyer's live seats for the event, in one query."""
     if not buyers:
         return {}
-    counted = await session.execute(_live_seats(set(buyers), now))
+    counted = await session.execute(_live_seats(set(buyers)))
     held = dict.fromkeys(buyers, 0)
     held.update({(event_id, user_id): int(total) for event_id, user_id, total in counted})
     return held
@@ -85,16 +82,16 @@ class Allowance:
 
 
 async def allowance_for(
-    session: AsyncSession, events: Collection[EventAvailability], buyers: Collection[Buyer], now: datetime
+    session: AsyncSession, events: Collection[EventAvailability], buyers: Collection[Buyer]
 ) -> Allowance:
     """The allowance of `buyers` for those of `events` that have a limit (no query when none has)."""
     limited = {event.event_id for event in events if event.max_tickets_per_user is not None}
-    return Allowance(await seats_of(session, [buyer for buyer in buyers if buyer[0] in limited], now))
+    return Allowance(await seats_of(session, [buyer for buyer in buyers if buyer[0] in limited]))
 
 
-async def check(session: AsyncSession, event: EventAvailability, user_id: int, quantity: int, now: datetime) -> None:
+async def check(session: AsyncSession, event: EventAvailability, user_id: int, quantity: int) -> None:
     """Refuse `quantity` more seats for this buyer past the event's limit."""
-    allowance = await allowance_for(session, [event], [(event.event_id, user_id)], now)
+    allowance = await allowance_for(session, [event], [(event.event_id, user_id)])
     refusal = allowance.refusal(event, user_id, quantity)
     if refusal is not None:
         raise refusal

@@ -31,10 +31,14 @@ async def move(
     along: Sequence[tuple[StateMachine[E, Any], str]] = (),
     **changes: Any,
 ) -> Transition[Any]:
-    """Make the transition; seats it frees are offered to the waitlist at once."""
-    rule = await machine.apply(uow, entity, trigger, actor, along=along, **changes)
+    """Make the transition; seats it frees are offered to the waitlist at once (a message of the
+    event's figures follows the offers, so that it carries the figures they leave)."""
+    later = machine.announces_figures
+    rule = await machine.apply(uow, entity, trigger, actor, along=along, announce=not later, **changes)
     if rule.seats.frees():
         await offer_freed_seats(uow, entity.event_id)
+    if later:
+        machine.announce(uow, rule, entity)
     return rule
 
 

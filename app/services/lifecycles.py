@@ -51,7 +51,7 @@ def describe_entry(entry: WaitlistEntry) -> dict[str, Any]:
 
 
 def describe_hold(hold: Reservation) -> dict[str, Any]:
-    return ReservationRead.model_validate(hold).model_dump(mode="json")
+    return ReservationRead.model_validate(hold).model_dump(mode="json") | {"booking_id": hold.booking_id}
 
 
 def _booking_message(message_type: str, booking: Booking, uow: UnitOfWork) -> dict[str, Any]:
@@ -123,6 +123,7 @@ PAYMENT: StateMachine[Booking, PaymentStatus] = StateMachine(
     },
     describe_booking,
     _booking_message,
+    noun="payment",
 )
 
 RESERVATION: StateMachine[Reservation, ReservationStatus] = StateMachine(
@@ -137,6 +138,7 @@ RESERVATION: StateMachine[Reservation, ReservationStatus] = StateMachine(
     {"convert": ReservationNotActiveError, "release": ReservationNotActiveError, "expire": ReservationNotActiveError},
     describe_hold,
     _availability_message,
+    announces_figures=True,
 )
 
 WAITLIST: StateMachine[WaitlistEntry, WaitlistStatus] = StateMachine(

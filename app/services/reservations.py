@@ -11,13 +11,14 @@ from app.core.errors import NotFoundError, ReservationNotActiveError
 from app.core.security import Principal
 from app.models.reservation import Reservation
 from app.runtime import Runtime
+from app.schemas.availability import ReservationRead
 from app.services import admission, buyer_limit, idempotency
 from app.services.audit import Actor
 from app.services.booking_rows import booking_amount
 from app.services.bookings import check_quantity
 from app.services.changes import move, refuse_if_lapsed
 from app.services.lifecycles import RESERVATION, describe_hold
-from app.services.seats import check_open, get_event, take_seats
+from app.services.seats import check_open, check_sales_open, get_event, take_seats
 from app.services.unit_of_work import UnitOfWork
 
 
@@ -34,10 +35,10 @@ async def reserve(
 
     async def operation(uow: UnitOfWork) -> Reservation:
         event = await get_event(uow.session, event_id)
-        check_open(event, 0)
+        check_sales_open(event)
         admission.require(event, principal.user_id, admission_pass, uow.now)
         booking_amount(event, quantity)  # refused now if its booking could not store the amount
-        await buyer_limit.check(uow.session, event, principal.user_id, quantity, uow.now)
+        await buyer_limit.check(uow.session, event, principal.user_id, quantity)
         check_open(event, quantity)
         await take_seats(uow, [(event, quantity)])
         hold = Reservation(
@@ -50,9 +51,8 @@ async def reserve(
         rule = RESERVATION.create(uow, hold, "hold")
         await uow.session.flush()
         uow.holds_until(event_id, hold.expires_at)
-        data = describe_hold(hold)
-        RESERVATION.record(uow, rule, hold, Actor.of(principal), None, data)
-        uow.answer(claim, 201, data)
+        RESERVATION.record(uow, rule, hold, Actor.of(principal), None, describe_hold(hold))
+        uow.answer(claim, 201, ReservationRead.model_validate(hold).model_dump(mode="json"))
         return hold
 
     # Holds of one event are taken one at a time: under load, those waiting share a transaction.

@@ -36,10 +36,14 @@ async def get_event(session: AsyncSession, event_id: int, *, for_update: bool = 
     return event
 
 
-def check_open(event: EventAvailability, quantity: int) -> None:
-    """Refuse `quantity` seats of `event` when its sales are closed or too few seats are open."""
+def check_sales_open(event: EventAvailability) -> None:
     if not event.sales_open:
         raise SalesClosedError(f"Sales for event {event.event_id} are closed")
+
+
+def check_open(event: EventAvailability, quantity: int) -> None:
+    """Refuse `quantity` seats of `event` when its sales are closed or too few seats are open."""
+    check_sales_open(event)
     if event.available_capacity < quantity:
         raise InsufficientCapacityError(event.available_capacity)
 
@@ -75,6 +79,8 @@ async def take_seats(uow: UnitOfWork, wanted: Sequence[tuple[EventAvailability, 
     Each event's row must still have the version it was read with; if any has moved on,
     `StaleVersion` rolls the whole transaction back and it is run again.
     """
+    for event, _ in wanted:
+        uow.check_locked(event.event_id)
     params = {
         "event_ids": [event.event_id for event, _ in wanted],
         "totals": [quantity for _, quantity in wanted],
@@ -99,6 +105,7 @@ async def shift_seats(
     """Move seats between the counters; the deltas must add up to zero."""
     if available + reserved + confirmed != 0:
         raise ValueError("seat moves must keep the total")
+    uow.check_locked(event_id)
     updated = await uow.session.scalar(
         update(EventAvailability)
         .where(EventAvailability.event_id == event_id)

@@ -71,9 +71,14 @@ class StateMachine(Generic[E, S]):
         refusals: Mapping[str, type[AppError]],
         describe: Callable[[E], dict[str, Any]],
         announce: Callable[[str, E, UnitOfWork], dict[str, Any]],
+        *,
+        noun: str | None = None,
+        announces_figures: bool = False,
     ) -> None:
         self.entity_type = entity_type
-        self.noun = entity_type.replace("_", " ")
+        self.noun = noun or entity_type.replace("_", " ")
+        # Its messages carry the event's figures: announced once what follows the change is done.
+        self.announces_figures = announces_figures
         self.field = field
         self.transitions = {(t.trigger, t.source): t for t in transitions}
         self.refusals = dict(refusals)
@@ -87,7 +92,10 @@ class StateMachine(Generic[E, S]):
         """The transition `trigger` makes from `source`; refused with the trigger's error if none."""
         rule = self.find(trigger, source)
         if rule is None:
-            target = next(t.target for (name, _), t in self.transitions.items() if name == trigger)
+            targets = [t.target for (name, _), t in self.transitions.items() if name == trigger]
+            if not targets:
+                raise ValueError(f"{self.noun}: no trigger {trigger!r}")
+            target = targets[0]
             state = source.value if source is not None else "new"
             raise self.refusal(trigger, f"A {state} {self.noun} cannot become {target.value}")
         return rule
@@ -116,10 +124,13 @@ class StateMachine(Generic[E, S]):
         actor: Actor,
         *,
         along: Sequence[tuple[StateMachine[E, Any], str]] = (),
+        move_seats: bool = True,
+        announce: bool = True,
         **changes: Any,
     ) -> Transition[S]:
         """Make `trigger`'s transition of a locked entity, and its companions' (`along`: other
-        state fields of the same row moving with it), with every effect."""
+        state fields of the same row moving with it), with every effect. A caller that moves the
+        seats of several entities at once, or announces later, says so (`move_seats`, `announce`)."""
         rule = self.transition(trigger, self.status_of(entity))
         companions = [(machine, machine.transition(t, machine.status_of(entity))) for machine, t in along]
         before = self.describe(entity)
@@ -130,10 +141,10 @@ class StateMachine(Generic[E, S]):
             setattr(entity, name, value)
         entity.updated_at = uow.now
         await uow.session.flush()
-        if rule.seats != STAY:
+        if move_seats and rule.seats != STAY:
             await shift_seats(uow, entity.event_id, **rule.seats.of(entity.quantity))
         after = self.describe(entity)
-        self.record(uow, rule, entity, actor, before, after)
+        self.record(uow, rule, entity, actor, before, after, announce=announce)
         for machine, companion in companions:
             machine.record(uow, companion, entity, actor, before, after)
         return rule
@@ -148,9 +159,14 @@ class StateMachine(Generic[E, S]):
         after: dict[str, Any],
         *,
         request_id: str | None = None,
+        announce: bool = True,
     ) -> None:
         """The transition's audit row and message, as it declares them."""
         if rule.action is not None:
             uow.audit(actor, rule.action, self.entity_type, entity.id, before, after, request_id=request_id)
+        if announce:
+            self.announce(uow, rule, entity)
+
+    def announce(self, uow: UnitOfWork, rule: Transition[S], entity: E) -> None:
         if rule.message is not None:
             uow.publish(self._announce(rule.message, entity, uow))

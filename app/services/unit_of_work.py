@@ -65,7 +65,9 @@ class RefuseAfterCommit(Exception):
     """Commit what the operation did (the expiry of a lapsed row), then answer `refusal`.
 
     A unit without the event's lock cannot move seats: it names the expiry to run `then_locked`
-    instead, in a unit of its own under the event's lock, before the refusal is answered."""
+    instead, in a unit of its own under the event's lock, before the refusal is answered. Raised
+    before anything else is changed: the refusal is the request's answer, so the unit's own
+    idempotent answer, if any, is dropped."""
 
     def __init__(self, refusal: AppError, then_locked: tuple[int, Operation[object]] | None = None) -> None:
         super().__init__(refusal.detail)
@@ -78,16 +80,27 @@ class UnitOfWork:
     session: AsyncSession
     settings: Settings
     now: datetime = field(default_factory=clock.now)
-    # The latest figures of the events whose counters moved, and the earliest lapse of the holds
-    # made, per event: the cache and the live feed get them after the commit.
-    events: dict[int, EventAvailability] = field(default_factory=dict)
-    hold_expiries: dict[int, datetime] = field(default_factory=dict)
-    event_locked: bool = False  # whether the unit holds its events' locks: only then may seats move
+    locked_events: frozenset[int] = frozenset()  # the events whose locks it holds: only theirs seats move
     request_id: str | None = field(default_factory=current_request_id)  # its audit rows' default
-    published: bool = False
-    _audit_rows: list[dict[str, Any]] = field(default_factory=list)
-    _messages: list[dict[str, Any]] = field(default_factory=list)
-    _answers: list[dict[str, Any]] = field(default_factory=list)
+    # The latest rows of the events whose counters moved, and the earliest lapse of the holds made,
+    # per event; `figures` are those rows rendered when the unit finished, for after the commit
+    # (the cache, the live feed), when the rows themselves may be gone with their session.
+    events: dict[int, EventAvailability] = field(default_factory=dict, init=False)
+    hold_expiries: dict[int, datetime] = field(default_factory=dict, init=False)
+    figures: list[dict[str, Any]] = field(default_factory=list, init=False)
+    published: bool = field(default=False, init=False)
+    _audit_rows: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _messages: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _answers: list[dict[str, Any]] = field(default_factory=list, init=False)
+
+    @property
+    def event_locked(self) -> bool:
+        return bool(self.locked_events)
+
+    def check_locked(self, event_id: int) -> None:
+        """Seats move only under their event's lock."""
+        if event_id not in self.locked_events:
+            raise RuntimeError(f"seats of event {event_id} moved without its lock")
 
     def audit(
         self,
@@ -133,6 +146,13 @@ class UnitOfWork:
             await self.session.execute(STORE_ANSWER, self._answers)
         self._audit_rows, self._messages, self._answers = [], [], []
 
+    async def finish(self, refused: bool = False) -> None:
+        """The runner's last word before the commit: the records written, the figures rendered."""
+        if refused:
+            self._answers = []
+        await self.write()
+        self.figures = [EventAvailabilityRead.model_validate(e).model_dump(mode="json") for e in self.events.values()]
+
 
 class Transactions:
     """Runs operations as units of work, with or without the events' locks."""
@@ -171,9 +191,7 @@ class Transactions:
             return await operation(uow)
 
         async with self._infrastructure.sessionmaker() as session, self._infrastructure.locks.hold(ids):
-            uow, result = await self._attempts(
-                session, rows_locked_first if rows_first else operation, event_locked=True
-            )
+            uow, result = await self._attempts(session, rows_locked_first if rows_first else operation, frozenset(ids))
         # After the lock: the cache compares versions, so the order writers get here in is harmless.
         return await self._after_commit(uow, result)
 
@@ -187,9 +205,9 @@ class Transactions:
         return await self._after_commit(uow, result)
 
     async def _attempts(
-        self, session: AsyncSession, operation: Operation[T], *, event_locked: bool = False
+        self, session: AsyncSession, operation: Operation[T], locked_events: frozenset[int] = frozenset()
     ) -> tuple[UnitOfWork, T | RefuseAfterCommit]:
-        return await self._retrying(lambda: self._attempt(session, operation, event_locked))
+        return await self._retrying(lambda: self._attempt(session, operation, locked_events))
 
     async def _retrying(self, attempt: Callable[[], Awaitable[X]]) -> X:
         """Run `attempt` (a whole transaction) again on a stale version, a deadlock or a
@@ -211,16 +229,16 @@ class Transactions:
         raise AssertionError("unreachable: the retry loop returns or raises")
 
     async def _attempt(
-        self, session: AsyncSession, operation: Operation[T], event_locked: bool
+        self, session: AsyncSession, operation: Operation[T], locked_events: frozenset[int]
     ) -> tuple[UnitOfWork, T | RefuseAfterCommit]:
-        uow = UnitOfWork(session, self._settings, event_locked=event_locked)
+        uow = UnitOfWork(session, self._settings, locked_events=locked_events)
         async with session.begin():
             result: T | RefuseAfterCommit
             try:
                 result = await operation(uow)
             except RefuseAfterCommit as refused:
                 result = refused
-            await uow.write()
+            await uow.finish(refused=isinstance(result, RefuseAfterCommit))
         return uow, result
 
     async def _after_commit(self, uow: UnitOfWork, result: T | RefuseAfterCommit) -> T:
@@ -230,9 +248,17 @@ class Transactions:
     async def _outcome(self, result: T | RefuseAfterCommit) -> T:
         if isinstance(result, RefuseAfterCommit):
             if result.then_locked is not None:
-                await self.locked(*result.then_locked)
+                await self._expire_after(*result.then_locked)
             raise result.refusal
         return result
+
+    async def _expire_after(self, event_id: int, expiry: Operation[object]) -> None:
+        """The deferred expiry of a lapsed row; if it fails, the sweeper will expire the row, and
+        the request still gets its refusal."""
+        try:
+            await self.locked(event_id, expiry)
+        except Exception:
+            log.warning("deferred_expiry_failed", event_id=event_id, exc_info=True)
 
     async def _announce(self, uows: Sequence[UnitOfWork]) -> None:
         """After the commit: wake the relay for the messages written, and send the moved events'
@@ -240,19 +266,18 @@ class Transactions:
         if any(uow.published for uow in uows):
             for wake in self._on_published:
                 wake()
-        events: dict[int, EventAvailability] = {}
+        figures: dict[int, dict[str, Any]] = {}
         expiries: dict[int, datetime] = {}
         for uow in uows:  # in commit order: the last figures of an event are its latest
-            events |= uow.events
+            figures |= {rendered["event_id"]: rendered for rendered in uow.figures}
             for event_id, expires_at in uow.hold_expiries.items():
                 expiries[event_id] = min(expires_at, expiries.get(event_id, expires_at))
-        if events:
-            await self._refresh(events, expiries)
+        if figures:
+            await self._refresh(list(figures.values()), expiries)
 
-    async def _refresh(self, events: dict[int, EventAvailability], expiries: dict[int, datetime]) -> None:
-        updates = [EventAvailabilityRead.model_validate(event).model_dump(mode="json") for event in events.values()]
+    async def _refresh(self, updates: list[dict[str, Any]], expiries: dict[int, datetime]) -> None:
         stores: list[tuple[dict[str, Any], datetime | float | None]] = [
-            (figures, expiries.get(figures["event_id"])) for figures in updates
+            (rendered, expiries.get(rendered["event_id"])) for rendered in updates
         ]
 
         async def send(client: Any) -> None:
@@ -300,7 +325,9 @@ class Transactions:
         async with session.begin():
             await session.execute(_lock_rows([event_id]))
             for grouped in group:
-                uow = UnitOfWork(session, self._settings, event_locked=True, request_id=grouped.request_id)
+                uow = UnitOfWork(
+                    session, self._settings, locked_events=frozenset([event_id]), request_id=grouped.request_id
+                )
                 done.append((uow, await self._in_savepoint(session, uow, grouped.operation)))
         return done
 
@@ -313,7 +340,7 @@ class Transactions:
                 result: T | RefuseAfterCommit = await operation(uow)
             except RefuseAfterCommit as refused:
                 result = refused
-            await uow.write()
+            await uow.finish(refused=isinstance(result, RefuseAfterCommit))
         except Exception as exc:
             if is_transient(exc):
                 raise

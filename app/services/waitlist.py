@@ -29,7 +29,7 @@ from app.services.booking_rows import booking_amount
 from app.services.bookings import book_held_seats, check_quantity
 from app.services.changes import move, refuse_if_lapsed
 from app.services.lifecycles import WAITLIST, describe_entry
-from app.services.seats import check_open, get_event
+from app.services.seats import check_sales_open, get_event
 from app.services.unit_of_work import UnitOfWork
 
 DEFAULT_PRIORITY = 100
@@ -48,10 +48,10 @@ async def join(
 
     async def operation(uow: UnitOfWork) -> WaitlistEntryRead:
         event = await get_event(uow.session, data.event_id)
-        check_open(event, 0)
+        check_sales_open(event)
         admission.require(event, principal.user_id, admission_pass, uow.now)
         booking_amount(event, data.quantity)  # refused now if its booking could not store the amount
-        await buyer_limit.check(uow.session, event, principal.user_id, data.quantity, uow.now)
+        await buyer_limit.check(uow.session, event, principal.user_id, data.quantity)
         if event.available_capacity >= data.quantity:
             raise SeatsAvailableError(f"{event.available_capacity} seats are available: book them instead")
         entry = WaitlistEntry(

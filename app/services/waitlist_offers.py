@@ -17,7 +17,7 @@ from app.models.waitlist import WaitlistEntry
 from app.services import buyer_limit
 from app.services.audit import Actor
 from app.services.lifecycles import WAITLIST
-from app.services.seats import get_event
+from app.services.seats import get_event, shift_seats
 from app.services.unit_of_work import UnitOfWork
 
 
@@ -40,7 +40,7 @@ async def offer_freed_seats(uow: UnitOfWork, event_id: int) -> list[WaitlistEntr
     )
     candidates = list(found)
     buyers = [(event_id, entry.user_id) for entry in candidates]
-    allowance = await buyer_limit.allowance_for(uow.session, [event], buyers, uow.now)
+    allowance = await buyer_limit.allowance_for(uow.session, [event], buyers)
     expires_at = uow.now + timedelta(hours=uow.settings.waitlist_notification_timeout_hours)
     offered: list[WaitlistEntry] = []
     for entry in candidates:
@@ -49,10 +49,14 @@ async def offer_freed_seats(uow: UnitOfWork, event_id: int) -> list[WaitlistEntr
         if entry.quantity > free or allowance.refusal(event, entry.user_id, entry.quantity):
             continue
         free -= entry.quantity
-        await WAITLIST.apply(uow, entry, "notify", Actor.system(), notified_at=uow.now, expires_at=expires_at)
+        await WAITLIST.apply(
+            uow, entry, "notify", Actor.system(), move_seats=False, notified_at=uow.now, expires_at=expires_at
+        )
         offered.append(entry)
         if free == 0:
             break
-    if offered:
+    if offered:  # the declared seat move, once for all the entries offered: one UPDATE of the event's row
+        held = sum(entry.quantity for entry in offered)
+        await shift_seats(uow, event_id, **WAITLIST.transition("notify", WaitlistStatus.PENDING).seats.of(held))
         uow.holds_until(event_id, expires_at)
     return offered
