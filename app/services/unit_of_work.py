@@ -80,7 +80,7 @@ class UnitOfWork:
     session: AsyncSession
     settings: Settings
     now: datetime = field(default_factory=clock.now)
-    locked_events: frozenset[int] = frozenset()  # the events whose locks it holds: only theirs seats move
+    locked_events: frozenset[int] = frozenset()  # the events whose locks it holds: only their seats move
     request_id: str | None = field(default_factory=current_request_id)  # its audit rows' default
     # The latest rows of the events whose counters moved, and the earliest lapse of the holds made,
     # per event; `figures` are those rows rendered when the unit finished, for after the commit
