@@ -51,7 +51,7 @@ async def refuse_if_lapsed(uow: UnitOfWork, machine: StateMachine[E, Any], entit
     Without the event's lock (seats move), the expiry runs under it after this unit."""
     if not entity.lapsed:
         return
-    if uow.event_locked:
+    if entity.event_id in uow.locked_events:
         await expire(uow, machine, entity)
         raise RefuseAfterCommit(refusal)
     model, entity_id = type(entity), entity.id

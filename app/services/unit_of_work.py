@@ -93,10 +93,6 @@ class UnitOfWork:
     _messages: list[dict[str, Any]] = field(default_factory=list, init=False)
     _answers: list[dict[str, Any]] = field(default_factory=list, init=False)
 
-    @property
-    def event_locked(self) -> bool:
-        return bool(self.locked_events)
-
     def check_locked(self, event_id: int) -> None:
         """Seats move only under their event's lock."""
         if event_id not in self.locked_events:
