@@ -179,6 +179,43 @@ async def db(database_url: str) -> AsyncIterator[AsyncConnection]:
     await engine.dispose()
 
 
+class DenyList:
+    """The auth service's deny list (`revoked:user:<id>`, `revoked:jti:<jti>`) in the test's Redis;
+    whatever it revoked is forgotten after the test."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._keys: set[str] = set()
+
+    async def revoke_user(self, user_id: int) -> None:
+        await self._revoke(f"revoked:user:{user_id}")
+
+    async def revoke_token(self, jti: str) -> None:
+        await self._revoke(f"revoked:jti:{jti}")
+
+    async def forgive_token(self, jti: str) -> None:
+        await self.redis.delete(f"revoked:jti:{jti}")
+
+    async def _revoke(self, key: str) -> None:
+        self._keys.add(key)
+        await self.redis.set(key, "1", ex=300)
+
+    async def forget(self) -> None:
+        if self._keys:
+            await self.redis.delete(*self._keys)
+
+
+@pytest.fixture
+async def deny_list(redis_url: str) -> AsyncIterator[DenyList]:
+    redis = Redis.from_url(redis_url)
+    revoked = DenyList(redis)
+    try:
+        yield revoked
+    finally:
+        await revoked.forget()
+        await redis.aclose()
+
+
 # Throwaway Redis topologies of the `make test-ha` runs (each test module gets its own).
 @pytest.fixture(scope="module")
 def sentinel() -> Iterator[SentinelTopology]:

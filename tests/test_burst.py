@@ -7,7 +7,7 @@ import asyncio
 import json
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,7 +23,7 @@ from app.db.redis import RedisGateway
 from app.services.revocation import RevocationChecker
 from bench.http import Connection, bearer
 from tests.checks import assert_invariant, count
-from tests.conftest import make_settings, running_app
+from tests.conftest import DenyList, make_settings, running_app
 from tests.redis_server import ThrowawayRedis
 from tests.service_process import ServiceProcess
 from tests.support import process_env
@@ -50,18 +50,6 @@ def burst_env(settings: Settings, **extra: str) -> dict[str, str]:
         "REDIS_SOCKET_TIMEOUT_SECONDS": "5",
         **extra,
     }
-
-
-@pytest.fixture
-async def deny_list(redis_url: str) -> AsyncIterator[Redis]:
-    redis = Redis.from_url(redis_url)
-    try:
-        yield redis
-    finally:
-        keys = [key async for key in redis.scan_iter(match=f"revoked:user:{str(FIRST_USER)[:6]}*")]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
 
 
 async def burst(service: ServiceProcess, settings: Settings, user_id: int) -> list[Answer]:
@@ -100,10 +88,10 @@ def assert_busy_answers_are_service_busy(answers: list[Answer]) -> None:
 
 
 async def test_a_burst_of_a_revoked_user_books_nothing(
-    settings: Settings, db: AsyncConnection, deny_list: Redis
+    settings: Settings, db: AsyncConnection, deny_list: DenyList
 ) -> None:
     user_id = FIRST_USER
-    await deny_list.set(f"revoked:user:{user_id}", "1", ex=300)
+    await deny_list.revoke_user(user_id)
     service = ServiceProcess(burst_env(settings))
     service.start()
     try:
@@ -136,7 +124,7 @@ async def test_a_burst_is_held_to_the_rate_limit(settings: Settings, db: AsyncCo
 
 
 async def test_a_pool_wait_that_times_out_is_503_and_not_an_outage(
-    database_url: str, redis_url: str, deny_list: Redis
+    database_url: str, redis_url: str, deny_list: DenyList
 ) -> None:
     settings = make_settings(
         database_url,
@@ -160,7 +148,7 @@ async def test_a_pool_wait_that_times_out_is_503_and_not_an_outage(
             assert api.runtime.redis.available  # four pool timeouts: the breaker (3 failures) stays closed
         finally:
             await pool.release(taken)
-        await deny_list.set(f"revoked:user:{waiting}", "1", ex=300)
+        await deny_list.revoke_user(waiting)
         # The busy answer was not remembered: the deny list is asked now.
         response = await api.client.get("/api/v1/bookings/", headers=api.headers(waiting))
         assert response.status_code == 401 and response.json()["code"] == "token_revoked"
@@ -198,12 +186,12 @@ class CountingGateway(RedisGateway):
         return await super().call(name, operation)
 
 
-async def test_simultaneous_checks_of_a_token_share_one_lookup(settings: Settings, deny_list: Redis) -> None:
+async def test_simultaneous_checks_of_a_token_share_one_lookup(settings: Settings, deny_list: DenyList) -> None:
     gateway = CountingGateway(settings)
     checker = RevocationChecker(settings, gateway)
     valid = Principal(user_id=FIRST_USER + 4, role=Role.USER, jti=None)
     revoked = Principal(user_id=FIRST_USER + 5, role=Role.USER, jti=None)
-    await deny_list.set(f"revoked:user:{revoked.user_id}", "1", ex=300)
+    await deny_list.revoke_user(revoked.user_id)
     try:
         checks = [asyncio.create_task(checker.check(valid)) for _ in range(100)]
         checks[0].cancel()  # a caller that goes away does not take the lookup with it
@@ -217,19 +205,19 @@ async def test_simultaneous_checks_of_a_token_share_one_lookup(settings: Setting
         await gateway.close()
 
 
-async def test_checks_of_many_new_tokens_share_round_trips(settings: Settings, deny_list: Redis) -> None:
+async def test_checks_of_many_new_tokens_share_round_trips(settings: Settings, deny_list: DenyList) -> None:
     """A rush of users never seen before: their deny-list lookups go to Redis together, each still
     answered on its own (a revoked user among them is refused, by user or by token id)."""
     gateway = CountingGateway(settings)
     checker = RevocationChecker(settings, gateway)
     users = [Principal(user_id=FIRST_USER + 100 + n, role=Role.USER, jti=f"jti-{n}") for n in range(200)]
-    await deny_list.set(f"revoked:user:{users[7].user_id}", "1", ex=300)
-    await deny_list.set(f"revoked:jti:{users[8].jti}", "1", ex=300)
+    await deny_list.revoke_user(users[7].user_id)
+    await deny_list.revoke_token(users[8].jti)
     try:
         outcomes = await asyncio.gather(*(checker.check(user) for user in users), return_exceptions=True)
         refused = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, UnauthorizedError)]
         assert refused == [7, 8] and outcomes.count(None) == 198
         assert gateway.calls["auth_deny_list"] <= 2  # one round trip, or two if the first left early
     finally:
-        await deny_list.delete(f"revoked:jti:{users[8].jti}")
+        await deny_list.forgive_token(users[8].jti)
         await gateway.close()

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from app.core.config import Settings
 from app.core.security import Principal, Role, create_access_token
@@ -21,7 +20,7 @@ from app.db.redis import RedisGateway
 from app.runtime import Runtime
 from app.services.revocation import RevocationChecker
 from app.services.stream_limits import StreamLimits, TooManyStreamsError
-from tests.conftest import Api, make_settings
+from tests.conftest import Api, DenyList, make_settings
 from tests.support import served_api
 
 STREAM = "/api/v1/availability/1/stream"
@@ -61,18 +60,6 @@ async def assert_ended(lines: AsyncIterator[str]) -> None:
 
 def token(settings: Settings, user_id: int, **options: Any) -> str:
     return create_access_token(settings, user_id, **options)
-
-
-@pytest.fixture
-async def deny_list(redis_url: str) -> AsyncIterator[Redis]:
-    redis = Redis.from_url(redis_url)
-    try:
-        yield redis
-    finally:
-        keys = [key async for key in redis.scan_iter(match=f"revoked:user:{str(FIRST_USER)[:6]}*")]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
 
 
 async def assert_too_many(response: httpx.Response) -> None:
@@ -155,12 +142,12 @@ async def test_a_stream_ends_when_its_token_expires(database_url: str, redis_url
         await assert_ended(lines)
 
 
-async def test_a_stream_ends_when_its_user_is_revoked(database_url: str, redis_url: str, deny_list: Redis) -> None:
+async def test_a_stream_ends_when_its_user_is_revoked(database_url: str, redis_url: str, deny_list: DenyList) -> None:
     settings = make_settings(database_url, redis_url, sse_heartbeat_seconds=0.2)
     user = FIRST_USER + 7
     async with serving(settings) as (api, _), open_stream(api, token(settings, user)) as (response, lines):
         assert response.status_code == 200
         assert (await next_event(lines))[0] == "availability"
-        await deny_list.set(f"revoked:user:{user}", "1", ex=300)
+        await deny_list.revoke_user(user)
         assert await next_event(lines) == ("end", {"reason": "token_revoked"})
         await assert_ended(lines)
