@@ -187,7 +187,8 @@ class Transactions:
             return await operation(uow)
 
         async with self._infrastructure.sessionmaker() as session, self._infrastructure.locks.hold(ids):
-            uow, result = await self._attempts(session, rows_locked_first if rows_first else operation, frozenset(ids))
+            run = rows_locked_first if rows_first else operation
+            uow, result = await self._retrying(lambda: self._attempt(session, run, frozenset(ids)))
         # After the lock: the cache compares versions, so the order writers get here in is harmless.
         return await self._after_commit(uow, result)
 
@@ -197,13 +198,8 @@ class Transactions:
         bookings. It locks the rows it changes itself, and only those: holding no other lock while
         it waits, it cannot take part in a deadlock."""
         async with self._infrastructure.sessionmaker() as session:
-            uow, result = await self._attempts(session, operation)
+            uow, result = await self._retrying(lambda: self._attempt(session, operation, frozenset()))
         return await self._after_commit(uow, result)
-
-    async def _attempts(
-        self, session: AsyncSession, operation: Operation[T], locked_events: frozenset[int] = frozenset()
-    ) -> tuple[UnitOfWork, T | RefuseAfterCommit]:
-        return await self._retrying(lambda: self._attempt(session, operation, locked_events))
 
     async def _retrying(self, attempt: Callable[[], Awaitable[X]]) -> X:
         """Run `attempt` (a whole transaction) again on a stale version, a deadlock or a
