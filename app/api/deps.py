@@ -18,7 +18,7 @@ from app.core.errors import AppError, ForbiddenError, UnauthorizedError
 from app.core.logging import get_logger
 from app.core.security import Principal
 from app.runtime import Runtime
-from app.services import idempotency
+from app.services import admission, idempotency
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -148,7 +148,7 @@ Idempotency = Annotated[IdempotencyGuard, Depends(get_idempotency)]
 AdmissionToken = Annotated[
     str | None,
     Header(
-        alias="X-Admission-Token",
+        alias=admission.HEADER,
         max_length=2048,
         description="The admission token of the event's waiting room, while it is enabled (`/queue/{event_id}/join`)",
     ),

@@ -31,7 +31,6 @@ class AvailabilityFeed:
         self._clients: dict[int, set[asyncio.Queue[dict[str, Any] | None]]] = {}
         self._watched = asyncio.Event()  # some local client is connected
         self._listening = asyncio.Event()  # the channel is subscribed to
-        self._closed = False  # shutting down: a stream starting now ends at once
         self.shutting_down = asyncio.Event()  # for the instance's other live streams (the waiting room's)
 
     def queue_publish(self, pipe: Any, updates: list[dict[str, Any]]) -> None:
@@ -45,7 +44,7 @@ class AvailabilityFeed:
         self._clients.setdefault(event_id, set()).add(queue)
         metrics.SSE_CLIENTS.inc()
         self._watched.set()
-        if self._closed:
+        if self.shutting_down.is_set():  # a stream starting now ends at once
             _offer(queue, None)
         with suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), timeout=ready_within)
@@ -63,7 +62,6 @@ class AvailabilityFeed:
 
     def close(self) -> None:
         """Shutdown: every stream ends."""
-        self._closed = True
         self.shutting_down.set()
         for clients in self._clients.values():
             for queue in clients:

@@ -240,7 +240,7 @@ def _refusal(
     now: datetime,
 ) -> AppError | None:
     """Why `request` gets no seats of `event` with `available` left; None when it gets them."""
-    not_admitted = event.waiting_room_enabled and admission.refusal(event, request.user_id, request.admission, now)
+    not_admitted = admission.refusal(event, request.user_id, request.admission, now)
     if not_admitted:
         return not_admitted
     if request.quantity > storable:  # its amount could not be stored: refused before the INSERT

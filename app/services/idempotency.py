@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import IdempotencyInProgressError, IdempotencyMismatchError
+from app.db.base import table_of
 from app.models.idempotency import IdempotencyKey
 
 ABANDONED_AFTER = timedelta(seconds=60)
@@ -107,15 +108,24 @@ def _reset(record: IdempotencyKey, fingerprint: str, now: datetime, ttl: timedel
     record.expires_at = now + ttl
 
 
+# A claim's answer (Core, not the ORM: several in one statement); its parameters are made by `answer_of`.
+IDEMPOTENCY_KEYS = table_of(IdempotencyKey)
+STORE_ANSWER = (
+    update(IDEMPOTENCY_KEYS)
+    .where(IDEMPOTENCY_KEYS.c.id == bindparam("claimed"))
+    .values(status_code=bindparam("answer_status"), response_body=bindparam("answer_body"))
+)
+
+
+def answer_of(claimed: Claim, status_code: int, body: Any) -> dict[str, Any]:
+    return {"claimed": claimed.record_id, "answer_status": status_code, "answer_body": body}
+
+
 async def store(sessionmaker: async_sessionmaker[AsyncSession], claimed: Claim, status_code: int, body: Any) -> None:
     """Record an answer given without a change (a refusal): a change's answer is committed with
     it, by its unit of work (app/services/unit_of_work.py)."""
     async with sessionmaker() as session, session.begin():
-        await session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.id == claimed.record_id)
-            .values(status_code=status_code, response_body=body)
-        )
+        await session.execute(STORE_ANSWER, [answer_of(claimed, status_code, body)])
 
 
 async def release(sessionmaker: async_sessionmaker[AsyncSession], claimed: Claim) -> None:

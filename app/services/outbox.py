@@ -72,16 +72,7 @@ def booking_message_of(message_type: str, rendered: dict[str, Any], now: datetim
         data = BookingDataV1.model_validate({name: rendered[name] for name in BOOKING_DATA_V1_FIELDS}).model_dump(
             mode="json"
         )
-    return {
-        "id": str(uuid.uuid4()),
-        "type": message_type,
-        "schema_version": SCHEMA_VERSION,
-        "occurred_at": now.isoformat(),
-        "event_id": data["event_id"],
-        "user_id": data["user_id"],
-        "booking_id": data["id"],
-        "booking_data": data,
-    }
+    return _message(message_type, data["event_id"], data["user_id"], now, booking_id=data["id"], booking_data=data)
 
 
 def waitlist_message(message_type: str, entry: WaitlistEntry, now: datetime) -> dict[str, Any]:

@@ -133,7 +133,7 @@ class StreamLimits:
         except UnauthorizedError:
             return False
         except ServiceUnavailableError:  # not known now: asked again at the next renewal
-            return True
+            pass
         return True
 
 

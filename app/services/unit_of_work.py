@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, bindparam, insert, select, update
+from sqlalchemy import Select, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -30,28 +30,20 @@ from app.core.clock import clock
 from app.core.config import Settings
 from app.core.errors import AppError, VersionConflictError
 from app.core.logging import get_logger
-from app.db.base import table_of
 from app.db.infrastructure import Infrastructure
 from app.db.redis import RedisUnavailable
 from app.models.event_availability import EventAvailability
-from app.models.idempotency import IdempotencyKey
 from app.schemas.availability import EventAvailabilityRead
 from app.services.audit import AUDIT_TABLE, Actor, audit_row, current_request_id
 from app.services.availability_cache import AvailabilityCache
 from app.services.availability_feed import AvailabilityFeed
-from app.services.idempotency import Claim
+from app.services.idempotency import STORE_ANSWER, Claim, answer_of
 from app.services.keyed_batches import KeyedBatches
 from app.services.outbox import OUTBOX_TABLE, outbox_row
 
 T = TypeVar("T")
 X = TypeVar("X")
 log = get_logger(__name__)
-IDEMPOTENCY_TABLE = table_of(IdempotencyKey)
-STORE_ANSWER = (
-    update(IDEMPOTENCY_TABLE)
-    .where(IDEMPOTENCY_TABLE.c.id == bindparam("claimed"))
-    .values(status_code=bindparam("answer_status"), response_body=bindparam("answer_body"))
-)
 
 
 Operation = Callable[["UnitOfWork"], Awaitable[T]]
@@ -121,7 +113,7 @@ class UnitOfWork:
     def answer(self, claim: Claim | None, status_code: int, body: Any) -> None:
         """What a retry with the request's `Idempotency-Key` gets, committed with the change."""
         if claim is not None:
-            self._answers.append({"claimed": claim.record_id, "answer_status": status_code, "answer_body": body})
+            self._answers.append(answer_of(claim, status_code, body))
 
     def moved(self, event: EventAvailability) -> None:
         self.events[event.event_id] = event

@@ -100,6 +100,10 @@ def _status(runtime: Runtime, user_id: int, event_id: int, room: WaitingRoomSett
 async def overview(runtime: Runtime, event_id: int) -> WaitingRoomOverview:
     async with runtime.sessionmaker() as session:
         room = settings_of(await get_event(session, event_id))
+    return await _overview(runtime, event_id, room)
+
+
+async def _overview(runtime: Runtime, event_id: int, room: WaitingRoomSettings) -> WaitingRoomOverview:
     line = await runtime.waiting_line.look(event_id, room, None, join=False)
     oldest = clock.now().timestamp() - line.oldest_joined_ms / 1000 if line.waiting else 0.0
     return WaitingRoomOverview(
@@ -129,7 +133,7 @@ async def configure(
 
     await runtime.transactions.locked(event_id, operation)
     runtime.waiting_line.remember(event_id, wanted)
-    return await overview(runtime, event_id)
+    return await _overview(runtime, event_id, wanted)
 
 
 def _audit_actions(before: WaitingRoomSettings, after: WaitingRoomSettings) -> list[str]:
