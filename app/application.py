@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.api import openapi, openapi_settings, problems, routing, system
+from app.api import openapi, problems, routing, system
 from app.api.deps import get_principal, limit_writes
 from app.api.middleware import RequestContextMiddleware
 from app.api.v1 import admin, availability, bookings, payments, queue, waitlist
@@ -104,11 +104,10 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         telemetry=tracing.fastapi_telemetry(tracer_provider),
     )
     app.state.settings = settings
-    openapi.install(app)
+    openapi.install(app, settings)
     app.state.tracer_provider = tracer_provider
     problems.register(app)
     routing.install(app)
-    openapi_settings.install(app, settings)
     app.include_router(system.router)
     guards = [Depends(get_principal)]
     if settings.rate_limit_per_minute:  # every dependency costs on every request: none when the limit is off

@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from app.api import openapi_settings
+from app.core.config import Settings
 from app.schemas.common import Problem
 from app.schemas.payment import PaymentWebhook
 
@@ -48,7 +50,7 @@ INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 INT64_MAX = 2**63 - 1
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, settings: Settings) -> None:
     app.openapi_tags = TAGS
     app.servers = SERVERS
     app.contact = CONTACT
@@ -56,7 +58,9 @@ def install(app: FastAPI) -> None:
 
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:
-            complete(generate())
+            schema = generate()
+            complete(schema)
+            openapi_settings.apply(schema, settings)
         assert app.openapi_schema is not None
         return app.openapi_schema
 

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import (
     AlreadyWaitlistedError,
-    BadRequestError,
     NotFoundError,
     OfferNotAvailableError,
     SeatsAvailableError,
@@ -146,11 +145,10 @@ async def book_offer(runtime: Runtime, principal: Principal, entry_id: int, clai
 
 
 async def admin_update(runtime: Runtime, actor: Actor, entry_id: int, change: WaitlistAdminUpdate) -> WaitlistEntry:
-    """An admin removes an entry, or gives it a new priority."""
+    """An admin removes an entry, or gives it a new priority (the model asks for one of the two)."""
     if change.remove:
         return await cancel(runtime, actor, entry_id, None)
-    if change.priority is None:
-        raise BadRequestError("Give a new priority, or remove=true")
+    assert change.priority is not None
     return await set_priority(runtime, actor, entry_id, change.priority, change.reason)
 
 

@@ -10,7 +10,6 @@ from app.api.deps import AdminUser, ReadSessionDep, RuntimeDep, SessionDep, requ
 from app.api.v1 import PREFIX, examples
 from app.api.v1.responses import ADMIN, BODY, LOCKED, VALIDATED, WRITE, Answer, problems
 from app.core.errors import (
-    BadRequestError,
     BookingNotConfirmableError,
     BookingNotRefundableError,
     CapacityBelowHeldError,
@@ -52,9 +51,7 @@ PROBLEMS = {
     "listEventOverviews": problems(ADMIN, VALIDATED),
     "upsertAvailability": problems(ADMIN, BODY, WRITE, LOCKED, Answer.of(CapacityBelowHeldError)),
     "adminListWaitlist": problems(ADMIN, VALIDATED),
-    "updateWaitlistEntry": problems(
-        ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, Answer.of(BadRequestError), Answer.of(WaitlistNotCancellableError)
-    ),
+    "updateWaitlistEntry": problems(ADMIN, BODY, WRITE, LOCKED, NOT_FOUND, Answer.of(WaitlistNotCancellableError)),
     # A filter PostgreSQL cannot take (app/api/problems.py database_error).
     "listAuditEntries": problems(ADMIN, VALIDATED, Answer.of(UnstorableValueError)),
 }
@@ -227,7 +224,7 @@ async def update_waitlist_entry(
     admin: AdminUser,
 ) -> WaitlistEntryRead:
     """Give `priority`, or `remove: true` (a live entry only: else 409 `waitlist_not_cancellable`);
-    neither: 400. The optional `reason` goes to the audit trail."""
+    neither: 422 `validation_error`. The optional `reason` goes to the audit trail."""
     entry = await waitlist.admin_update(runtime, Actor.of(admin), entry_id, body)
     return WaitlistEntryRead.model_validate(entry)
 
