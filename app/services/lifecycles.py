@@ -54,15 +54,15 @@ def describe_hold(hold: Reservation) -> dict[str, Any]:
     return ReservationRead.model_validate(hold).model_dump(mode="json") | {"booking_id": hold.booking_id}
 
 
-def _booking_message(message_type: str, booking: Booking, uow: UnitOfWork) -> dict[str, Any]:
-    return outbox.booking_message(message_type, booking, uow.now)
+def _booking_message(message_type: str, _: Booking, described: dict[str, Any], uow: UnitOfWork) -> dict[str, Any]:
+    return outbox.booking_message_of(message_type, described, uow.now)
 
 
-def _entry_message(message_type: str, entry: WaitlistEntry, uow: UnitOfWork) -> dict[str, Any]:
-    return outbox.waitlist_message(message_type, entry, uow.now)
+def _entry_message(message_type: str, _: WaitlistEntry, described: dict[str, Any], uow: UnitOfWork) -> dict[str, Any]:
+    return outbox.waitlist_message_of(message_type, described, uow.now)
 
 
-def _availability_message(_type: str, hold: Reservation, uow: UnitOfWork) -> dict[str, Any]:
+def _availability_message(_type: str, hold: Reservation, _: dict[str, Any], uow: UnitOfWork) -> dict[str, Any]:
     """A hold's change is announced as its event's new figures."""
     return outbox.availability_message(uow.events[hold.event_id], uow.now)
 

@@ -13,17 +13,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import table_of
-from app.models.booking import Booking
 from app.models.event_availability import EventAvailability
 from app.models.outbox import OutboxMessage
-from app.models.waitlist import WaitlistEntry
 from app.schemas.booking import BookingRead
 from app.schemas.messages import (
     BOOKING_DATA_V1_FIELDS,
     SCHEMA_VERSION,
     AvailabilityDataV1,
     BookingDataV1,
-    WaitlistDataV1,
 )
 
 
@@ -59,13 +56,10 @@ KIND_BY_TYPE = {
 }
 
 
-def booking_message(message_type: str, booking: Booking, now: datetime) -> dict[str, Any]:
-    return booking_message_of(message_type, BookingDataV1.model_validate(booking).model_dump(mode="json"), now)
-
-
 def booking_message_of(message_type: str, rendered: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """From a `BookingRead` already rendered to JSON (the batch's answer, for every booking of a rush):
-    the rendering itself while the API model renders as version 1, else version 1 made of it."""
+    """From a booking already rendered to JSON, as version 1 or as `BookingRead` (the batch's answer,
+    for every booking of a rush): the rendering itself while the API model renders as version 1,
+    else version 1 made of it."""
     if BOOKING_READ_IS_V1:
         data = rendered
     else:
@@ -75,9 +69,11 @@ def booking_message_of(message_type: str, rendered: dict[str, Any], now: datetim
     return _message(message_type, data["event_id"], data["user_id"], now, booking_id=data["id"], booking_data=data)
 
 
-def waitlist_message(message_type: str, entry: WaitlistEntry, now: datetime) -> dict[str, Any]:
-    data = WaitlistDataV1.model_validate(entry).model_dump(mode="json")
-    return _message(message_type, entry.event_id, entry.user_id, now, waitlist_entry_id=entry.id, waitlist_data=data)
+def waitlist_message_of(message_type: str, data: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """From an entry already rendered as version 1."""
+    return _message(
+        message_type, data["event_id"], data["user_id"], now, waitlist_entry_id=data["id"], waitlist_data=data
+    )
 
 
 def availability_message(event: EventAvailability, now: datetime) -> dict[str, Any]:

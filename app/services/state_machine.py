@@ -70,7 +70,7 @@ class StateMachine(Generic[E, S]):
         transitions: Iterable[Transition[S]],
         refusals: Mapping[str, type[AppError]],
         describe: Callable[[E], dict[str, Any]],
-        announce: Callable[[str, E, UnitOfWork], dict[str, Any]],
+        announce: Callable[[str, E, dict[str, Any], UnitOfWork], dict[str, Any]],
         *,
         noun: str | None = None,
         announces_figures: bool = False,
@@ -165,8 +165,11 @@ class StateMachine(Generic[E, S]):
         if rule.action is not None:
             uow.audit(actor, rule.action, self.entity_type, entity.id, before, after, request_id=request_id)
         if announce:
-            self.announce(uow, rule, entity)
+            self.announce(uow, rule, entity, after)
 
-    def announce(self, uow: UnitOfWork, rule: Transition[S], entity: E) -> None:
+    def announce(
+        self, uow: UnitOfWork, rule: Transition[S], entity: E, described: dict[str, Any] | None = None
+    ) -> None:
+        """The transition's message, from the entity as described after it (described again if not given)."""
         if rule.message is not None:
-            uow.publish(self._announce(rule.message, entity, uow))
+            uow.publish(self._announce(rule.message, entity, described or self.describe(entity), uow))
