@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Response, status
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 
-from app.api.deps import AdmissionToken, CurrentUser, Idempotency, RuntimeDep
+from app.api.deps import AdmissionToken, CurrentUser, Idempotency, RuntimeDep, get_idempotency
+from app.api.direct_route import DirectRoute
 from app.api.v1 import PREFIX, examples
 from app.api.v1.responses import (
     AUTHENTICATED,
@@ -32,6 +34,7 @@ from app.core.errors import (
     SalesClosedError,
     UnstorableValueError,
 )
+from app.core.security import Principal
 from app.models.enums import BookingStatus
 from app.schemas.booking import BookingCreate, BookingRead, BookingStatusRead
 from app.schemas.common import MAX_OFFSET, MAX_PAGE_SIZE, Page
@@ -78,14 +81,6 @@ PROBLEMS = {
 }
 
 
-@router.post(
-    "/",
-    status_code=status.HTTP_201_CREATED,
-    response_model=BookingRead,
-    operation_id="createBooking",
-    responses={201: success("The booking, pending", replayable=True, located=True), **PROBLEMS["createBooking"]},
-    summary="Create a pending booking",
-)
 async def create_booking(
     body: Annotated[BookingCreate, Body(openapi_examples=examples.CREATE_BOOKING)],
     guard: Idempotency,
@@ -102,6 +97,28 @@ async def create_booking(
         lambda claim: bookings.create_booking(guard.runtime, guard.principal, body, claim, admission_token)
     )
     return located(rendered(booking, status.HTTP_201_CREATED), router.prefix)
+
+
+class CreateBookingRoute(DirectRoute):
+    """createBooking without FastAPI's dependency solving: the rush's hot path (docs/scaling.md)."""
+
+    @staticmethod
+    async def call(request: Request, principal: Principal, values: Mapping[str, Any]) -> Response:
+        guard = await get_idempotency(request, principal, values["idempotency_key"])
+        return await create_booking(values["body"], guard, values["admission_token"])
+
+
+router.add_api_route(
+    "/",
+    create_booking,
+    methods=["POST"],
+    route_class_override=CreateBookingRoute,
+    status_code=status.HTTP_201_CREATED,
+    response_model=BookingRead,
+    operation_id="createBooking",
+    responses={201: success("The booking, pending", replayable=True, located=True), **PROBLEMS["createBooking"]},
+    summary="Create a pending booking",
+)
 
 
 @router.get(
