@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from jose import JWTError, jwt
+from jose import JWTError, jwk, jwt
+from jose.backends.base import Key
 from pydantic import SecretStr
 
 from app.core.config import Settings
@@ -42,7 +43,9 @@ class TokenVerifier:
     """Verifies tokens, remembering verified signatures (expiry is checked on every use)."""
 
     def __init__(self, settings: Settings, max_entries: int = 10_000) -> None:
-        self._settings = settings
+        self._algorithms = [settings.jwt_algorithm]
+        # Made once: given the secret as text, jose would try it as JSON and build a key per token.
+        self._key = jwk.construct(settings.jwt_secret.get_secret_value(), settings.jwt_algorithm)
         self._max_entries = max_entries
         self._verified: dict[str, tuple[Principal, float]] = {}
 
@@ -54,7 +57,7 @@ class TokenVerifier:
                 return principal
             del self._verified[token]
             raise InvalidTokenError("The access token is invalid or expired")
-        principal, expires = _decode(token, self._settings)
+        principal, expires = _decode(token, self._key, self._algorithms)
         principal = replace(principal, expires_at=expires)
         if len(self._verified) >= self._max_entries:
             self._verified.clear()
@@ -73,12 +76,10 @@ USER_ID_DIGITS = re.compile(r"[0-9]{1,19}")
 JOSE_OPTIONS = {"verify_aud": False, "verify_exp": False, "verify_nbf": False, "verify_iat": False}
 
 
-def _decode(token: str, settings: Settings) -> tuple[Principal, float]:
+def _decode(token: str, key: Key, algorithms: list[str]) -> tuple[Principal, float]:
     """Verify signature, algorithm and claims; the principal and the token's expiry."""
     try:
-        claims = jwt.decode(
-            token, settings.jwt_secret.get_secret_value(), algorithms=[settings.jwt_algorithm], options=JOSE_OPTIONS
-        )
+        claims = jwt.decode(token, key, algorithms=algorithms, options=JOSE_OPTIONS)
     except (JWTError, RecursionError) as exc:  # a deeply nested header or payload overflows json's parser
         raise InvalidTokenError("The access token is invalid or expired") from exc
     if claims.get("type", "access") != "access":
