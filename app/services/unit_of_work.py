@@ -14,7 +14,8 @@ committed, then the request is refused (the one policy for lapsed rows, app/serv
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -178,11 +179,20 @@ class Transactions:
             await uow.session.execute(_lock_rows(ids))
             return await operation(uow)
 
-        async with self._infrastructure.sessionmaker() as session, self._infrastructure.locks.hold(ids):
+        async with self._session_under_locks(ids) as session:
             run = rows_locked_first if rows_first else operation
             uow, result = await self._retrying(lambda: self._attempt(session, run, frozenset(ids)))
         # After the lock: the cache compares versions, so the order writers get here in is harmless.
         return await self._after_commit(uow, result)
+
+    @asynccontextmanager
+    async def _session_under_locks(self, event_ids: Sequence[int]) -> AsyncIterator[AsyncSession]:
+        """A session, then the events' locks. Its connection is taken from the pool (and pinged:
+        three round trips) before the locks, so that they are held for the transaction alone."""
+        infrastructure = self._infrastructure
+        async with infrastructure.engine.connect() as connection:
+            async with infrastructure.sessionmaker(bind=connection) as session, infrastructure.locks.hold(event_ids):
+                yield session
 
     async def unlocked(self, operation: Operation[T]) -> T:
         """Run `operation` in one transaction that moves no seats: no event lock, no event row lock
@@ -291,7 +301,7 @@ class Transactions:
         await self._groups.close()
 
     async def _run_group(self, event_id: int, group: list[_Grouped[Any]]) -> list[Any]:
-        async with self._infrastructure.sessionmaker() as session, self._infrastructure.locks.hold([event_id]):
+        async with self._session_under_locks([event_id]) as session:
             done = await self._retrying(lambda: self._group_attempt(session, event_id, group))
         await self._announce([uow for uow, outcome in done if not isinstance(outcome, BaseException)])
         outcomes: list[Any] = []
