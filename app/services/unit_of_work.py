@@ -190,9 +190,12 @@ class Transactions:
         """A session, then the events' locks. Its connection is taken from the pool (and pinged:
         three round trips) before the locks, so that they are held for the transaction alone."""
         infrastructure = self._infrastructure
-        async with infrastructure.engine.connect() as connection:
-            async with infrastructure.sessionmaker(bind=connection) as session, infrastructure.locks.hold(event_ids):
-                yield session
+        async with (
+            infrastructure.engine.connect() as connection,
+            infrastructure.sessionmaker(bind=connection) as session,
+            infrastructure.locks.hold(event_ids),
+        ):
+            yield session
 
     async def unlocked(self, operation: Operation[T]) -> T:
         """Run `operation` in one transaction that moves no seats: no event lock, no event row lock
