@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, func, select, update
+from sqlalchemy import BigInteger, Text, any_, cast, delete, func, literal, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.core import metrics
 from app.core.clock import clock
@@ -113,13 +115,13 @@ class OutboxRelay:
             if not rows:
                 return 0
             await self._runtime.redis.call("outbox_publish", lambda client: self._send(client, rows))
+            # One array parameter, not one per row: the statement is the same for every batch.
+            published = literal([row.id for row in rows], ARRAY(BigInteger))
             await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_([row.id for row in rows]))
-                .values(published_at=clock.now())
+                update(OutboxMessage).where(OutboxMessage.id == any_(published)).values(published_at=clock.now())
             )
-        for row in rows:
-            metrics.OUTBOX_PUBLISHED.labels(TYPE_BY_KIND.get(row.kind, row.kind)).inc()
+        for kind, sent in Counter(row.kind for row in rows).items():
+            metrics.OUTBOX_PUBLISHED.labels(TYPE_BY_KIND.get(kind, kind)).inc(sent)
         return len(rows)
 
     async def _send(self, client: Any, rows: Sequence[Any]) -> None:
