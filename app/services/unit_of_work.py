@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -31,6 +31,7 @@ from app.core.clock import clock
 from app.core.config import Settings
 from app.core.errors import AppError, VersionConflictError
 from app.core.logging import get_logger
+from app.db.bulk_insert import insert_rows
 from app.db.infrastructure import Infrastructure
 from app.db.redis import RedisUnavailable
 from app.models.event_availability import EventAvailability
@@ -85,6 +86,7 @@ class UnitOfWork:
     _audit_rows: list[dict[str, Any]] = field(default_factory=list, init=False)
     _messages: list[dict[str, Any]] = field(default_factory=list, init=False)
     _answers: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _new_rows: dict[Table, list[dict[str, Any]]] = field(default_factory=dict, init=False)
 
     def check_locked(self, event_id: int) -> None:
         """Seats move only under their event's lock."""
@@ -116,6 +118,10 @@ class UnitOfWork:
         if claim is not None:
             self._answers.append(answer_of(claim, status_code, body))
 
+    def insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        """New rows (complete, keys included), written with the unit's records in one statement."""
+        self._new_rows.setdefault(table, []).extend(rows)
+
     def moved(self, event: EventAvailability) -> None:
         self.events[event.event_id] = event
 
@@ -124,16 +130,21 @@ class UnitOfWork:
         self.hold_expiries[event_id] = expires_at if current is None else min(current, expires_at)
 
     async def write(self) -> None:
-        """Insert the records made so far: one statement per table. The runner calls it last,
-        before the commit; an operation may call it sooner (the hot batch does, see there)."""
-        if self._audit_rows:
-            await self.session.execute(insert(AUDIT_TABLE), self._audit_rows)
-        if self._messages:
-            await self.session.execute(insert(OUTBOX_TABLE), [outbox_row(m, self.now) for m in self._messages])
-            self.published = True
+        """Insert the rows and records made so far, all tables in one statement, and store the
+        idempotent answers. The runner calls it last, before the commit; an operation may call it
+        sooner (the hot batch does, see there)."""
+        new_rows = {
+            **self._new_rows,
+            AUDIT_TABLE: self._audit_rows,
+            OUTBOX_TABLE: [outbox_row(message, self.now) for message in self._messages],
+        }
+        if any(new_rows.values()):
+            statement, params = insert_rows({table: rows for table, rows in new_rows.items() if rows})
+            await self.session.execute(statement, params)
         if self._answers:
             await self.session.execute(STORE_ANSWER, self._answers)
-        self._audit_rows, self._messages, self._answers = [], [], []
+        self.published = self.published or bool(self._messages)
+        self._audit_rows, self._messages, self._answers, self._new_rows = [], [], [], {}
 
     async def finish(self, refused: bool = False) -> None:
         """The runner's last word before the commit: the records written, the figures rendered."""
