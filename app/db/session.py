@@ -10,6 +10,8 @@ has closed before it is used. Nothing is added on a query that succeeds.
 
 from __future__ import annotations
 
+import json
+
 import orjson
 from asyncpg.exceptions import TargetServerAttributeNotMatched
 from sqlalchemy import Pool, event
@@ -87,7 +89,14 @@ def _count_connections(pool: Pool, size: int) -> None:
 
 
 def _json_text(value: object) -> str:
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        # orjson refuses text that is not valid UTF-8 (an unpaired surrogate) as it refuses a type
+        # it cannot encode. The standard library keeps such text, so that it fails where any text
+        # column's would, as a value the database cannot take (the hot batch then refuses only the
+        # request that sent it); a type it cannot encode it still refuses.
+        return json.dumps(value, ensure_ascii=False)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -2,8 +2,9 @@
 
 Requests queue in-process; one drainer takes everything waiting (up to `BOOKING_BATCH_MAX`),
 takes the Redis locks of the events involved once, and books the whole batch in one transaction:
-one multi-row `INSERT` each for bookings, audit rows and outbox messages, then one
-version-checked capacity `UPDATE` covering every event of the batch, last before the commit.
+the events read with an id for each request, then its bookings, audit rows and outbox messages in
+one statement (an array parameter per column), then one version-checked capacity `UPDATE` covering
+every event of the batch, last before the commit.
 Each request still gets its own answer. This is how a hot event gets past the per-row commit
 ceiling of one booking per transaction, and how many quiet events share round trips
 (see bench/README.md).
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from opentelemetry.trace import SpanContext
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from app.core import metrics, tracing
@@ -49,6 +50,7 @@ from app.services.booking_rows import (
     amount_out_of_range,
     booking_row,
     most_seats_storable,
+    new_booking_ids,
     payment_deadline,
 )
 from app.services.expiry import release_lapsed_holds
@@ -60,6 +62,17 @@ log = get_logger(__name__)
 
 HOT_MEMORY_SECONDS = 1.0
 BOOK = BOOKING.transition("book", None)
+EMPTY_BOOKING = dict.fromkeys(BOOKINGS.c.keys())
+
+# The batch's events as read (and, for several events, locked in event order), with an id for each
+# of its requests drawn from the bookings' sequence in the same round trip.
+READ_EVENTS = (
+    select(EventAvailability, new_booking_ids(bindparam("id_count")).label("booking_ids"))
+    .where(EventAvailability.event_id.in_(bindparam("event_ids", expanding=True)))
+    .order_by(EventAvailability.event_id)
+    .execution_options(populate_existing=True)
+)
+READ_EVENTS_LOCKED = READ_EVENTS.with_for_update(key_share=True)
 
 
 @dataclass
@@ -174,17 +187,13 @@ class BookingBatcher:
         return outcomes
 
     async def _book(self, uow: UnitOfWork, by_event: dict[int, list[BookingRequest]]) -> dict[int, Outcome]:
-        read = (
-            select(EventAvailability)
-            .where(EventAvailability.event_id.in_(by_event))
-            .order_by(EventAvailability.event_id)
-            .execution_options(populate_existing=True)
-        )
-        if len(by_event) > 1:
-            # Several events: their rows are locked now, in event order, against deadlocks. A single
-            # (hot) event's row is locked only by the capacity UPDATE at the end, for the least time.
-            read = read.with_for_update(key_share=True)
-        events = {event.event_id: event for event in await uow.session.scalars(read)}
+        # Several events: their rows are locked now, in event order, against deadlocks. A single
+        # (hot) event's row is locked only by the capacity UPDATE at the end, for the least time.
+        read = READ_EVENTS_LOCKED if len(by_event) > 1 else READ_EVENTS
+        size = sum(len(requests) for requests in by_event.values())
+        read_rows = (await uow.session.execute(read, {"event_ids": list(by_event), "id_count": size})).all()
+        events = {event.event_id: event for event, _ in read_rows}
+        booking_ids: list[int] = read_rows[0].booking_ids if read_rows else []
         buyers = [(request.event_id, request.user_id) for requests in by_event.values() for request in requests]
         allowance = await buyer_limit.allowance_for(uow.session, events.values(), buyers)
         outcomes: dict[int, Outcome] = {}
@@ -197,10 +206,11 @@ class BookingBatcher:
                 elif event is not None:
                     accepted.append((request, event))
         if accepted:
-            bookings = await _insert_bookings(uow, accepted)
+            bookings = _new_bookings(uow, accepted, booking_ids)
             _record(uow, [request for request, _ in accepted], bookings)
-            # Written now, so that the capacity UPDATE is the last statement: the hot row stays
-            # locked from it to the commit only.
+            # The bookings, their audit rows and messages, in one statement, written now so that
+            # the capacity UPDATE is the last statement: the hot row stays locked from it to the
+            # commit only.
             await uow.write()
             await take_seats(uow, _totals(events, accepted))
             outcomes.update((id(request), booking) for (request, _), booking in zip(accepted, bookings, strict=True))
@@ -250,21 +260,23 @@ def _refusal(
     return allowance.refusal(event, request.user_id, request.quantity)  # last: it counts what it allows
 
 
-async def _insert_bookings(
-    uow: UnitOfWork, accepted: list[tuple[BookingRequest, EventAvailability]]
+def _new_bookings(
+    uow: UnitOfWork, accepted: list[tuple[BookingRequest, EventAvailability]], booking_ids: list[int]
 ) -> list[BookingRead]:
-    """One multi-row INSERT (Core, not the ORM: this runs for every booking)."""
+    """The accepted requests' bookings, to be inserted with the unit's records (no ORM: this runs
+    for every booking); each row complete, so it is the booking's answer as it will be stored."""
     expires_at = payment_deadline(uow.settings, uow.now)
     rows = [
-        booking_row(r.user_id, event, r.quantity, uow.now, expires_at, payment_method=r.payment_method, notes=r.notes)
-        | {"status": BOOK.target}
-        for r, event in accepted
+        EMPTY_BOOKING
+        | booking_row(r.user_id, event, r.quantity, uow.now, expires_at, payment_method=r.payment_method, notes=r.notes)
+        | {"id": booking_id, "status": BOOK.target}
+        for (r, event), booking_id in zip(accepted, booking_ids, strict=False)
     ]
-    result = await uow.session.execute(insert(BOOKINGS).returning(*BOOKINGS.c, sort_by_parameter_order=True), rows)
+    uow.insert(BOOKINGS, rows)
     for event_id in {event.event_id for _, event in accepted}:
         uow.holds_until(event_id, expires_at)
     # A new pending booking is active and not expired.
-    return [BookingRead.model_validate({**row._mapping, "is_active": True, "is_expired": False}) for row in result]
+    return [BookingRead.model_validate({**row, "is_active": True, "is_expired": False}) for row in rows]
 
 
 def _record(uow: UnitOfWork, accepted: list[BookingRequest], bookings: list[BookingRead]) -> None:

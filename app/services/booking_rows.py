@@ -1,5 +1,6 @@
 """A new booking's row: its reference, its amount, its fields. The one builder of booking rows,
-for the hot batch (a multi-row INSERT) and for bookings of seats already held (the ORM)."""
+for the hot batch (inserted with its audit rows and messages) and for bookings of seats already held
+(the ORM)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Numeric
+from sqlalchemy import ColumnElement, Numeric, ScalarSelect, cast, func, select
+from sqlalchemy.dialects.postgresql import REGCLASS
 
 from app.core.config import Settings
 from app.core.errors import AmountOutOfRangeError
@@ -18,6 +20,15 @@ from app.models.enums import PaymentStatus
 from app.models.event_availability import EventAvailability
 
 BOOKINGS = table_of(Booking)
+
+
+def new_booking_ids(count: ColumnElement[int]) -> ScalarSelect[Any]:
+    """`count` new bookings' ids, as an array, from the table's own sequence: taken ahead, so that
+    the rows, their audit rows and their messages can all be written in one statement."""
+    sequence = cast(func.pg_get_serial_sequence(BOOKINGS.name, "id"), REGCLASS)
+    return select(func.array_agg(func.nextval(sequence))).select_from(func.generate_series(1, count)).scalar_subquery()
+
+
 REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 
 
