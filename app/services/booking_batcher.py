@@ -2,9 +2,9 @@
 
 Requests queue in-process; one drainer takes everything waiting (up to `BOOKING_BATCH_MAX`),
 takes the Redis locks of the events involved once, and books the whole batch in one transaction:
-the events read with an id for each request, then its bookings, audit rows and outbox messages in
-one statement (an array parameter per column), then one version-checked capacity `UPDATE` covering
-every event of the batch, last before the commit.
+the events read with an id for each request, then one statement: the version-checked capacity
+`UPDATE` covering every event of the batch, with its bookings, audit rows and outbox messages
+inserted beside it (an array parameter per column), then the commit.
 Each request still gets its own answer. This is how a hot event gets past the per-row commit
 ceiling of one booking per transaction, and how many quiet events share round trips
 (see bench/README.md).
@@ -208,10 +208,9 @@ class BookingBatcher:
         if accepted:
             bookings = _new_bookings(uow, accepted, booking_ids)
             _record(uow, [request for request, _ in accepted], bookings)
-            # The bookings, their audit rows and messages, in one statement, written now so that
-            # the capacity UPDATE is the last statement: the hot row stays locked from it to the
+            # The bookings, their audit rows and messages are written by the capacity UPDATE's
+            # statement, the last before the commit: the hot row stays locked from it to the
             # commit only.
-            await uow.write()
             await take_seats(uow, _totals(events, accepted))
             outcomes.update((id(request), booking) for (request, _), booking in zip(accepted, bookings, strict=True))
         metrics.BOOKING_BATCH_SIZE.observe(len(accepted))

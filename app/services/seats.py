@@ -77,7 +77,8 @@ async def take_seats(uow: UnitOfWork, wanted: Sequence[tuple[EventAvailability, 
     """Hold seats (available -> reserved) of each event as read, in one statement for them all.
 
     Each event's row must still have the version it was read with; if any has moved on,
-    `StaleVersion` rolls the whole transaction back and it is run again.
+    `StaleVersion` rolls the whole transaction back and it is run again. The unit's rows and
+    records made so far are written in the same statement.
     """
     for event, _ in wanted:
         uow.check_locked(event.event_id)
@@ -86,7 +87,7 @@ async def take_seats(uow: UnitOfWork, wanted: Sequence[tuple[EventAvailability, 
         "totals": [quantity for _, quantity in wanted],
         "versions": [event.version for event, _ in wanted],
     }
-    updated = list(await uow.session.scalars(TAKE_SEATS, params))
+    updated = list((await uow.execute_writing(TAKE_SEATS, params)).scalars())
     if len(updated) != len(wanted):
         raise StaleVersion()
     for event in updated:

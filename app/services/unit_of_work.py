@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, Table, select
+from sqlalchemy import Result, Select, Table, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.sql.dml import UpdateBase
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from app.core import metrics
@@ -31,7 +32,7 @@ from app.core.clock import clock
 from app.core.config import Settings
 from app.core.errors import AppError, VersionConflictError
 from app.core.logging import get_logger
-from app.db.bulk_insert import insert_rows
+from app.db.bulk_insert import insert_rows, with_new_rows
 from app.db.infrastructure import Infrastructure
 from app.db.redis import RedisUnavailable
 from app.models.event_availability import EventAvailability
@@ -45,6 +46,7 @@ from app.services.outbox import OUTBOX_TABLE, outbox_row
 
 T = TypeVar("T")
 X = TypeVar("X")
+S = TypeVar("S", bound=UpdateBase)
 log = get_logger(__name__)
 
 
@@ -131,20 +133,33 @@ class UnitOfWork:
 
     async def write(self) -> None:
         """Insert the rows and records made so far, all tables in one statement, and store the
-        idempotent answers. The runner calls it last, before the commit; an operation may call it
-        sooner (the hot batch does, see there)."""
+        idempotent answers. The runner calls it last, before the commit."""
+        new_rows = self._take_new_rows()
+        if new_rows:
+            statement, params = insert_rows(new_rows)
+            await self.session.execute(statement, params)
+        if self._answers:
+            await self.session.execute(STORE_ANSWER, self._answers)
+            self._answers = []
+
+    async def execute_writing(self, statement: S, params: dict[str, Any]) -> Result[Any]:
+        """Execute `statement` (made once, not per call), inserting the rows and records made so
+        far in the same round trip (app/db/bulk_insert.py)."""
+        new_rows = self._take_new_rows()
+        if new_rows:
+            statement, rows_params = with_new_rows(statement, new_rows)
+            params = params | rows_params
+        return await self.session.execute(statement, params)
+
+    def _take_new_rows(self) -> dict[Table, list[dict[str, Any]]]:
         new_rows = {
             **self._new_rows,
             AUDIT_TABLE: self._audit_rows,
             OUTBOX_TABLE: [outbox_row(message, self.now) for message in self._messages],
         }
-        if any(new_rows.values()):
-            statement, params = insert_rows({table: rows for table, rows in new_rows.items() if rows})
-            await self.session.execute(statement, params)
-        if self._answers:
-            await self.session.execute(STORE_ANSWER, self._answers)
         self.published = self.published or bool(self._messages)
-        self._audit_rows, self._messages, self._answers, self._new_rows = [], [], [], {}
+        self._audit_rows, self._messages, self._new_rows = [], [], {}
+        return {table: rows for table, rows in new_rows.items() if rows}
 
     async def finish(self, refused: bool = False) -> None:
         """The runner's last word before the commit: the records written, the figures rendered."""
