@@ -128,17 +128,18 @@ async def _acquire_all(client: Redis, locks: dict[int, Lock]) -> None:
 async def _try_all_at_once(client: Redis, locks: dict[int, Lock]) -> list[bool]:
     """Lock.acquire(blocking=False) for every lock, in one pipeline instead of one round trip each.
 
-    It does what redis-py's `Lock.do_acquire` does (SET NX PX with a fresh token) and records the
-    token where the Lock keeps it, so `Lock.release()` works as usual afterwards.
+    It does what redis-py's `Lock.do_acquire` does (SET NX PX with a fresh token, one for all the
+    locks taken at once) and records the token where the Lock keeps it, so `Lock.release()` works
+    as usual afterwards.
     """
     pipe = client.pipeline(transaction=False)
-    tokens = {event_id: uuid.uuid1().hex.encode() for event_id in locks}
-    for event_id, lock in locks.items():
-        pipe.set(lock.name, tokens[event_id], nx=True, px=int((lock.timeout or 0) * 1000) or None)
+    token = uuid.uuid4().hex.encode()  # this holder's, in every lock it takes at once
+    for lock in locks.values():
+        pipe.set(lock.name, token, nx=True, px=int((lock.timeout or 0) * 1000) or None)
     results = await pipe.execute()
-    for (event_id, lock), ok in zip(locks.items(), results, strict=True):
+    for lock, ok in zip(locks.values(), results, strict=True):
         if ok:
-            lock.local.token = tokens[event_id]
+            lock.local.token = token
     return [bool(ok) for ok in results]
 
 
@@ -149,7 +150,7 @@ async def _release_held(client: Redis, locks: list[Lock]) -> list[bool]:
     pipe = client.pipeline(transaction=False)
     for lock in locks:
         assert lock.lua_release is not None  # registered when the Lock was made
-        await queue_script(pipe, lock.lua_release, [lock.name], [lock.local.token])
+        queue_script(pipe, lock.lua_release, [lock.name], [lock.local.token])
         lock.local.token = None
     return [bool(owned) for owned in await pipe.execute()]
 

@@ -129,15 +129,13 @@ async def close_redis_client(client: Redis) -> None:
         await sentinel.aclose()
 
 
-async def queue_script(pipe: Any, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> None:
-    """Add a script call to a pipeline. A cluster pipeline sends the script's text (EVAL): it
-    has no way to load a script on the node it reaches, and a promoted replica, a restarted node,
-    starts with no script cached."""
-    if isinstance(pipe, ClusterPipeline):
-        body = script.script
-        pipe.eval(body if isinstance(body, str) else bytes(body).decode(), len(keys), *keys, *args)
-    else:
-        await script(keys=keys, args=args, client=pipe)
+def queue_script(pipe: Any, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> None:
+    """Add a script call to a pipeline, as its text (EVAL; Redis keeps it compiled, by its text).
+    By its digest (EVALSHA), redis-py would first ask SCRIPT EXISTS in a round trip of its own on
+    every execute of the pipeline, and a cluster pipeline has no way to load a script on the node
+    it reaches (a promoted replica, a restarted node, starts with no script cached)."""
+    body = script.script
+    pipe.eval(body if isinstance(body, str) else bytes(body).decode(), len(keys), *keys, *args)
 
 
 def node_client(settings: Settings, host: str, port: int, *, subscriber: bool = False) -> Redis:
@@ -183,7 +181,7 @@ async def _script_then_wait(
     replicas = settings.redis_wait_replicas
     wait_ms = max(1, int(settings.redis_socket_timeout_seconds * 800))  # an answer before the socket gives up
     pipe = client.pipeline(transaction=False)
-    await queue_script(pipe, script, keys, args)
+    queue_script(pipe, script, keys, args)
     pipe.wait(replicas, wait_ms)
     result, acknowledged = await pipe.execute()
     if acknowledged < replicas:

@@ -79,7 +79,7 @@ class AvailabilityCache:
         for figures, hold_expiry in entries:
             expiry = hold_expiry.timestamp() if isinstance(hold_expiry, datetime) else hold_expiry
             args = [orjson.dumps(figures), figures["version"], self._ttl, -1 if expiry is None else expiry, int(reset)]
-            await queue_script(pipe, self._store, [self._key(figures["event_id"])], args)
+            queue_script(pipe, self._store, [self._key(figures["event_id"])], args)
 
     async def load(self, event_id: int, now: datetime) -> dict[str, Any] | None:
         """Cached figures still valid at `now`, or None (miss, lapsed check, or Redis down)."""
