@@ -189,6 +189,28 @@ async def test_relay_wakes_after_commit(database_url: str, redis_url: str, redis
     ]
 
 
+async def test_relay_passes_keep_their_least_interval(database_url: str, redis_url: str, redis: Redis) -> None:
+    """A quiet relay publishes a commit's messages at once; commits right after a pass wait for the
+    next one, OUTBOX_MIN_INTERVAL_MS after it (the Stream's entry ids carry Redis's time in ms)."""
+    settings = make_settings(
+        database_url, redis_url, background_tasks_enabled=True, outbox_poll_seconds=30, outbox_min_interval_ms=400
+    )
+    stream = settings.events_stream
+    async with running_app(settings) as api:
+        await api.create_event(1, capacity=5)
+        await until_published(redis, stream, 1)
+        await asyncio.sleep(0.5)  # quiet for longer than the interval
+        seconds, microseconds = await redis.time()
+        booked_at = seconds * 1000 + microseconds // 1000
+        await api.book(5, 1)
+        await until_published(redis, stream, 2)
+        await api.book(6, 1)  # right after that pass
+        await until_published(redis, stream, 3)
+    published_at = [int(entry_id.split(b"-")[0]) for entry_id, _ in await redis.xrange(stream)]
+    assert published_at[1] - booked_at < 300  # at once
+    assert published_at[2] - published_at[1] >= 350  # the interval, less the first pass's own time
+
+
 async def test_relay_looks_again_soon_when_another_instance_holds_its_lock(
     database_url: str, redis_url: str, redis: Redis, db: AsyncConnection
 ) -> None:
