@@ -10,6 +10,7 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.api.deps import get_principal, limit_writes
 from app.api.v1.bookings import CreateBookingRoute
 from app.application import create_app
 from app.core.config import Settings
@@ -100,9 +101,12 @@ async def test_refusals_are_the_frameworks(api: Api, frameworks_answers: dict[st
 
 
 async def test_the_route_is_direct(api: Api, settings: Settings) -> None:
-    """The app serves createBooking through the DirectRoute (so the test above compares two handlers)."""
-    routes = iter_route_contexts(create_app(settings).routes)
-    assert [type(route.original_route) for route in routes if route.name == "create_booking"] == [CreateBookingRoute]
+    """The app serves createBooking through the DirectRoute (so the test above compares two handlers),
+    and its router asks for no guard but the two the DirectRoute runs itself."""
+    routes = [route for route in iter_route_contexts(create_app(settings).routes) if route.name == "create_booking"]
+    assert [type(route.original_route) for route in routes] == [CreateBookingRoute]
+    guards = {guard.dependency for guard in routes[0].dependencies}
+    assert get_principal in guards and guards <= {get_principal, limit_writes}
     await api.create_event(1, capacity=5)
     response = await api.book(5, 1)
     assert response.status_code == 201 and response.headers["location"].endswith(f"/{response.json()['id']}")

@@ -71,6 +71,7 @@ async def authenticate(request: Request) -> Principal:
     """`get_principal` called directly (app/api/direct_route.py)."""
     return await get_principal(request, await bearer(request))
 
+
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

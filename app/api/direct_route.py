@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi._compat import ModelField
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
 from fastapi.exceptions import RequestValidationError
@@ -65,9 +66,9 @@ class DirectRoute(APIRoute):
         return handle
 
 
-def _header_fields(dependant: Dependant) -> list[Any]:
+def _header_fields(dependant: Dependant) -> list[ModelField]:
     """The header parameters in the order FastAPI solves them: sub-dependencies first."""
-    fields: list[Any] = []
+    fields: list[ModelField] = []
     for sub in dependant.dependencies:
         fields += _header_fields(sub)
     return fields + dependant.header_params

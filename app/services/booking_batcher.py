@@ -269,7 +269,7 @@ def _new_bookings(
         EMPTY_BOOKING
         | booking_row(r.user_id, event, r.quantity, uow.now, expires_at, payment_method=r.payment_method, notes=r.notes)
         | {"id": booking_id, "status": BOOK.target}
-        for (r, event), booking_id in zip(accepted, booking_ids, strict=False)
+        for (r, event), booking_id in zip(accepted, booking_ids[: len(accepted)], strict=True)
     ]
     uow.insert(BOOKINGS, rows)
     for event_id in {event.event_id for _, event in accepted}:
