@@ -11,7 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
@@ -39,8 +39,9 @@ def _lock(gateway: RedisGateway, settings: Settings, event_id: int) -> Lock:
 class EventLocks:
     """Per-event locks of one instance: an in-process queue in front of the Redis lock.
 
-    Writers of the same event in this instance wait their turn in-process, so only one of them
-    at a time contends (and polls) for the Redis lock that other instances also take.
+    Writers of the same event in this instance wait their `turn` in-process, so only one of them
+    at a time contends (and polls) for the Redis lock that other instances also take
+    (`across_instances`); what a writer needs for its transaction, it takes between the two.
     """
 
     def __init__(self, gateway: RedisGateway, settings: Settings) -> None:
@@ -50,16 +51,15 @@ class EventLocks:
         self._users: dict[int, int] = {}
 
     @asynccontextmanager
-    async def hold(self, event_ids: Iterable[int]) -> AsyncIterator[bool]:
-        """Hold every given event's lock for the body; yields whether Redis locks are held."""
+    async def turn(self, event_ids: Iterable[int]) -> AsyncIterator[None]:
+        """This instance's turn at every given event, for the body."""
         ids = sorted(set(event_ids))
         for event_id in ids:
             self._users[event_id] = self._users.get(event_id, 0) + 1
         taken: list[asyncio.Lock] = []
         try:
             await self._queue_for(ids, taken)
-            async with event_locks(self._gateway, self._settings, ids) as held:
-                yield held
+            yield
         finally:
             for local in taken:
                 local.release()
@@ -84,6 +84,10 @@ class EventLocks:
         if not self._users[event_id]:
             del self._users[event_id]
             del self._local[event_id]
+
+    def across_instances(self, event_ids: Iterable[int]) -> AbstractAsyncContextManager[bool]:
+        """The events' Redis locks, for the body (in this instance's turn); yields whether held."""
+        return event_locks(self._gateway, self._settings, event_ids)
 
 
 @asynccontextmanager

@@ -213,13 +213,16 @@ class Transactions:
 
     @asynccontextmanager
     async def _session_under_locks(self, event_ids: Sequence[int]) -> AsyncIterator[AsyncSession]:
-        """A session, then the events' locks. Its connection is taken from the pool (and pinged:
-        three round trips) before the locks, so that they are held for the transaction alone."""
+        """A session under the events' locks. Its connection is taken from the pool (and pinged:
+        three round trips) after this instance's turn at the events and before their Redis locks:
+        those are held for the transaction alone, and no more than one connection per event and
+        instance waits for them (waiting for the turn holds none)."""
         infrastructure = self._infrastructure
         async with (
+            infrastructure.locks.turn(event_ids),
             infrastructure.engine.connect() as connection,
             infrastructure.sessionmaker(bind=connection) as session,
-            infrastructure.locks.hold(event_ids),
+            infrastructure.locks.across_instances(event_ids),
         ):
             yield session
 
