@@ -78,13 +78,13 @@ USER_ID_DIGITS = re.compile(r"[0-9]{1,19}")
 def _decode(token: str, key: Key, algorithms: list[str]) -> tuple[Principal, float]:
     """Verify signature, algorithm and claims; the principal and the token's expiry."""
     try:
-        # The signature and the algorithm, by python-jose. Not its claim checks: they call int() on
-        # any JSON value (null, a list, Infinity) and raise what they do not catch; the claims are
-        # checked strictly here instead.
+        # The signature and the algorithm, by python-jose. Not its claim checks: its time checks
+        # call int() on any JSON value (null, a list, Infinity) and raise what they do not catch;
+        # the claims are checked strictly here instead, its other checks included.
         claims = json.loads(jws.verify(token, key, algorithms))
     except (JOSEError, ValueError, RecursionError) as exc:  # a deeply nested header or payload overflows json
         raise InvalidTokenError("The access token is invalid or expired") from exc
-    if not isinstance(claims, dict):
+    if not isinstance(claims, dict) or not _identifiers_readable(claims):
         raise InvalidTokenError("The access token is invalid or expired")
     if claims.get("type", "access") != "access":
         raise InvalidTokenError("Only access tokens are accepted")
@@ -96,6 +96,13 @@ def _decode(token: str, key: Key, algorithms: list[str]) -> tuple[Principal, flo
         jti=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
     )
     return principal, expires
+
+
+def _identifiers_readable(claims: dict[str, Any]) -> bool:
+    """What python-jose's own checks refuse, besides times: a `sub` or `jti` that is not a string
+    (RFC 7519), and an `at_hash`, an ID token's, which cannot be checked without its access token."""
+    strings = all(isinstance(claims[name], str) for name in ("sub", "jti") if name in claims)
+    return strings and "at_hash" not in claims
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
