@@ -14,9 +14,10 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Insert, Table, bindparam, func, insert, select
+from sqlalchemy import Insert, String, Table, bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.selectable import HasCTE
+from sqlalchemy.types import TypeEngine
 
 Rows = Sequence[Mapping[str, Any]]
 S = TypeVar("S", bound=HasCTE)
@@ -68,11 +69,25 @@ def _add_inserts(statement: S, shape: Shape) -> S:
 
 
 def _insert(table: Table, columns: tuple[str, ...]) -> Insert:
+    # One dimension, said: a JSON value that is a list must not read as a second one.
     arrays = (
-        func.unnest(bindparam(_parameter(table, column), type_=ARRAY(table.c[column].type))).label(column)
+        func.unnest(
+            bindparam(_parameter(table, column), type_=ARRAY(_unbounded(table.c[column].type), dimensions=1))
+        ).label(column)
         for column in columns
     )
     return insert(table).from_select(list(columns), select(*arrays))
+
+
+def _unbounded(column_type: TypeEngine[Any]) -> TypeEngine[Any]:
+    """The column's type without its length: the array is cast to it explicitly, and an explicit
+    cast to VARCHAR(n) cuts a longer text short, where the INSERT's own assignment refuses it
+    (SQLSTATE 22001, a value the database cannot take)."""
+    if not isinstance(column_type, String) or column_type.length is None:
+        return column_type
+    unbounded = column_type.copy()
+    unbounded.length = None
+    return unbounded
 
 
 def _parameter(table: Table, column: str) -> str:
