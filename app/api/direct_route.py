@@ -7,6 +7,7 @@ describes the operation, and FastAPI's own validation of its headers and body on
 FastAPI made of that signature, so bad input gets FastAPI's answer; only the graph walk is
 replaced: the route runs the user routers' guards (authentication, then the write limit) and
 validates the parameters in FastAPI's order, then its `call` gets the principal and the values.
+FastAPI's telemetry hooks (the body and values of a traced request) are not called for it.
 """
 
 from __future__ import annotations
