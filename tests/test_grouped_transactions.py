@@ -10,6 +10,7 @@ from typing import cast
 import orjson
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.config import Settings
@@ -107,3 +108,28 @@ async def test_seats_never_move_without_their_events_lock(settings: Settings) ->
     unlocked = UnitOfWork(cast(AsyncSession, None), settings, locked_events=frozenset({2}))
     with pytest.raises(RuntimeError, match="without its lock"):
         await shift_seats(unlocked, 1, available=-1, reserved=1)
+
+
+async def test_a_connection_lost_in_a_group_fails_the_group_as_unavailable(api: Api, db: AsyncConnection) -> None:
+    """The database connection is cut inside one grouped operation (as in a failover): the group's
+    transaction is gone, so every operation of it gets the connection's error (503 at the API),
+    not a later one from committing on a dead connection."""
+    await api.create_event(1, capacity=5)
+    transactions = api.runtime.transactions
+
+    async def cut(uow: UnitOfWork) -> None:
+        await uow.session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+
+    async def harmless(uow: UnitOfWork) -> None:
+        return None
+
+    outcomes = await asyncio.gather(
+        transactions.grouped(1, harmless),
+        transactions.grouped(1, cut),
+        transactions.grouped(1, harmless),
+        return_exceptions=True,
+    )
+    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    assert failures, outcomes
+    assert all(isinstance(failure, DBAPIError) and failure.connection_invalidated for failure in failures), failures
+    await assert_invariant(db)

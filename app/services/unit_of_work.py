@@ -359,7 +359,8 @@ class Transactions:
 
     async def _in_savepoint(self, session: AsyncSession, uow: UnitOfWork, operation: Operation[T]) -> Any:
         """The operation's result (or its refusal after the commit), or the exception that rolled
-        its savepoint back. A transient failure ends the whole group's transaction, to be run again."""
+        its savepoint back. A transient failure ends the whole group's transaction, to be run again;
+        a lost connection ends it too, the transaction gone with it (a failover)."""
         savepoint = await session.begin_nested()
         try:
             try:
@@ -368,7 +369,7 @@ class Transactions:
                 result = refused
             await uow.finish(refused=isinstance(result, RefuseAfterCommit))
         except Exception as exc:
-            if is_transient(exc):
+            if is_transient(exc) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
                 raise
             await savepoint.rollback()
             return exc
