@@ -4,8 +4,9 @@ After a failover the pool finds the new primary by itself: a connection that fai
 that lands on a server no longer writable (SQLSTATE 25006) or matching no host's role, counts as a
 disconnect. SQLAlchemy then discards that connection and every other one the pool holds (they
 point at the same old primary), and new connections let asyncpg pick the host that is now the
-writable one (`target_session_attrs=read-write`). pool_pre_ping catches a connection the server
-has closed before it is used. Nothing is added on a query that succeeds.
+writable one (`target_session_attrs=read-write`). A connection the server has closed is caught
+before it is used: each checkout pings it (`_ping_on_checkout`). Nothing is added on a query that
+succeeds.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import json
 import orjson
 from asyncpg.exceptions import TargetServerAttributeNotMatched
 from sqlalchemy import Pool, event
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine import AdaptedConnection, ExceptionContext
+from sqlalchemy.exc import DisconnectionError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from app.core import metrics
 from app.core.config import Settings
@@ -32,13 +35,13 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
-        pool_pre_ping=True,
         # Audit rows and outbox messages are JSONB written on every booking: orjson, not json.
         json_serializer=_json_text,
         json_deserializer=orjson.loads,
         connect_args=_connect_args(settings),
     )
     _count_connections(engine.sync_engine.pool, settings.db_pool_size)
+    event.listen(engine.sync_engine.pool, "checkout", _ping_on_checkout)
     event.listen(engine.sync_engine, "handle_error", _failover_is_disconnect)
     return engine
 
@@ -61,6 +64,27 @@ def create_read_engine(settings: Settings) -> AsyncEngine | None:
     """The engine on DATABASE_READ_URL's replicas, or None when it is not set."""
     url = settings.sqlalchemy_read_database_url
     return create_engine(settings, url) if url else None
+
+
+def _ping_on_checkout(
+    dbapi_connection: AdaptedConnection, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    """`pool_pre_ping`'s check in one round trip instead of three. The dialect's ping sends `;` as
+    a prepared statement, so it wraps it in a transaction of its own (BEGIN, `;`, ROLLBACK) for a
+    transaction-mode pooler's sake; a simple query (asyncpg's `execute` without arguments) is one
+    message, safe there too (asyncpg cannot read the answer to an empty one, hence `SELECT 1`).
+    Each round trip waits for a busy worker's event loop, and the booking batch takes a connection
+    for every batch.
+
+    A connection found closed, or on a server that is no longer the one wanted, discards the pool's
+    older connections with it, as pre-ping does (the server restarted or failed over); one that
+    fails its check otherwise is discarded alone. The pool then connects again."""
+    try:
+        dbapi_connection.run_async(lambda connection: connection.execute("SELECT 1"))
+    except Exception as exc:
+        if dbapi_connection.driver_connection.is_closed() or is_failover_error(exc):
+            raise InvalidatePoolError(f"connection lost: {exc!r}") from exc
+        raise DisconnectionError(f"connection check failed: {exc!r}") from exc
 
 
 def _failover_is_disconnect(context: ExceptionContext) -> None:
