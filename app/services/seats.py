@@ -14,9 +14,11 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.expression import bindparam
 
 from app.core.errors import InsufficientCapacityError, NotFoundError, SalesClosedError
+from app.db.base import table_of
 from app.models.event_availability import EventAvailability
 from app.schemas.availability import EventAvailabilityRead
 from app.services.unit_of_work import StaleVersion, UnitOfWork
@@ -56,20 +58,24 @@ SEATS_TAKEN = select(
     func.unnest(bindparam("versions", type_=ARRAY(Integer))).label("version"),
 ).subquery("taken")
 
+# A Core statement on the table, not the ORM's bulk UPDATE: the ORM annotates its statement anew at
+# each execution, so SQLAlchemy would compute its cache key (this one carries the unit's inserts) and
+# load the returned rows as entities every time. The events' objects are brought up to date from the
+# returned rows instead.
+EVENTS = table_of(EventAvailability)
 TAKE_SEATS = (
-    update(EventAvailability)
+    update(EVENTS)
     .where(
-        EventAvailability.event_id == SEATS_TAKEN.c.event_id,
-        EventAvailability.version == SEATS_TAKEN.c.version,
-        EventAvailability.available_capacity >= SEATS_TAKEN.c.total,
+        EVENTS.c.event_id == SEATS_TAKEN.c.event_id,
+        EVENTS.c.version == SEATS_TAKEN.c.version,
+        EVENTS.c.available_capacity >= SEATS_TAKEN.c.total,
     )
     .values(
-        available_capacity=EventAvailability.available_capacity - SEATS_TAKEN.c.total,
-        reserved_capacity=EventAvailability.reserved_capacity + SEATS_TAKEN.c.total,
-        version=EventAvailability.version + 1,
+        available_capacity=EVENTS.c.available_capacity - SEATS_TAKEN.c.total,
+        reserved_capacity=EVENTS.c.reserved_capacity + SEATS_TAKEN.c.total,
+        version=EVENTS.c.version + 1,
     )
-    .returning(EventAvailability)
-    .execution_options(populate_existing=True, synchronize_session=False)
+    .returning(*EVENTS.c)
 )
 
 
@@ -87,10 +93,14 @@ async def take_seats(uow: UnitOfWork, wanted: Sequence[tuple[EventAvailability, 
         "totals": [quantity for _, quantity in wanted],
         "versions": [event.version for event, _ in wanted],
     }
-    updated = list((await uow.execute_writing(TAKE_SEATS, params)).scalars())
-    if len(updated) != len(wanted):
+    rows = (await uow.execute_writing(TAKE_SEATS, params)).mappings().all()
+    if len(rows) != len(wanted):
         raise StaleVersion()
-    for event in updated:
+    events = {event.event_id: event for event, _ in wanted}
+    updated = [events[row["event_id"]] for row in rows]
+    for event, row in zip(updated, rows, strict=True):
+        for column, value in row.items():
+            set_committed_value(event, column, value)  # as read: the session has nothing to flush
         uow.moved(event)
     return updated
 
