@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from opentelemetry.trace import SpanContext
-from sqlalchemy import bindparam, select
+from sqlalchemy import BigInteger, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from app.core import metrics, tracing
@@ -65,10 +66,11 @@ BOOK = BOOKING.transition("book", None)
 EMPTY_BOOKING = dict.fromkeys(BOOKINGS.c.keys())
 
 # The batch's events as read (and, for several events, locked in event order), with an id for each
-# of its requests drawn from the bookings' sequence in the same round trip.
+# of its requests drawn from the bookings' sequence in the same round trip. The events' ids go in as
+# one array: an `IN` list would make a new statement for each number of events.
 READ_EVENTS = (
     select(EventAvailability, new_booking_ids(bindparam("id_count")).label("booking_ids"))
-    .where(EventAvailability.event_id.in_(bindparam("event_ids", expanding=True)))
+    .where(EventAvailability.event_id == any_(bindparam("event_ids", type_=ARRAY(BigInteger))))
     .order_by(EventAvailability.event_id)
     .execution_options(populate_existing=True)
 )
