@@ -100,7 +100,8 @@ async def take_seats(uow: UnitOfWork, wanted: Sequence[tuple[EventAvailability, 
     updated = [events[row["event_id"]] for row in rows]
     for event, row in zip(updated, rows, strict=True):
         for column, value in row.items():
-            set_committed_value(event, column, value)  # as read: the session has nothing to flush
+            if getattr(event, column) != value:  # the counters, the version, the time; the rest as read
+                set_committed_value(event, column, value)  # as read: the session has nothing to flush
         uow.moved(event)
     return updated
 
