@@ -55,8 +55,11 @@ class Settings(BaseSettings):
     db_name: str = "bookings"
     db_user: str = "postgres"
     db_password: SecretStr = SecretStr("")
-    db_pool_size: int = Field(10, ge=1)
-    db_max_overflow: int = Field(10, ge=0)
+    # 20 connections a process at most, 16 of them kept open between bursts: a connection opened
+    # above what the pool keeps is closed when given back, and the next one pays asyncpg's set-up
+    # and prepares its statements again (docs/scaling.md, the rush's fourth round).
+    db_pool_size: int = Field(16, ge=1)
+    db_max_overflow: int = Field(4, ge=0)
     db_pool_timeout_seconds: float = Field(5.0, gt=0)
     db_connect_timeout_seconds: float = Field(5.0, gt=0)
     db_command_timeout_seconds: float = Field(15.0, gt=0)
