@@ -1,5 +1,6 @@
-"""Each checkout from the pool checks its connection in one round trip, and a connection the server
-closed while it sat in the pool is replaced before anybody uses it."""
+"""Each checkout from the pool checks its connection in one round trip (none when the connection
+was just opened), and connections the server closed while they sat in the pool are replaced before
+anybody uses them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from asyncpg import Connection
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.core import metrics
 from app.core.config import Settings
 from app.db.session import create_engine
 
@@ -23,36 +25,67 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def backend_pid(engine: AsyncEngine) -> int:
-    async with engine.connect() as connection:
-        pid: int = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+async def backend_pid(connection: AsyncConnection) -> int:
+    pid: int = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
     return pid
 
 
-async def test_a_checkout_sends_one_statement(engine: AsyncEngine) -> None:
-    await backend_pid(engine)  # the pool now holds a used connection
+async def pids_of_two_at_once(engine: AsyncEngine) -> set[int]:
+    async with engine.connect() as first, engine.connect() as second:
+        return {await backend_pid(first), await backend_pid(second)}
+
+
+def log_statements(engine: AsyncEngine, on: str) -> list[str]:
+    """The statements the engine's next connection sends, from its `on` event ("connect": from its
+    first checkout; "checkout": from its checkout after the next one, this listener running after
+    the check)."""
     sent: list[str] = []
 
-    def log_queries(dbapi_connection: Any, *_: Any) -> None:
+    def add_logger(dbapi_connection: Any, *_: Any) -> None:
         driver: Connection = dbapi_connection.driver_connection
         driver.add_query_logger(lambda record: sent.append(record.query))
 
-    # Registered after the ping's listener: it runs once the ping has passed, so the logger sees
-    # the next checkout's statements from the start.
-    event.listen(engine.sync_engine.pool, "checkout", log_queries, once=True)
-    await backend_pid(engine)
+    event.listen(engine.sync_engine.pool, on, add_logger, once=True)
+    return sent
+
+
+async def test_a_checkout_sends_one_statement(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:  # the pool now holds a used connection
+        await backend_pid(connection)
+    sent = log_statements(engine, "checkout")
+    async with engine.connect() as connection:
+        await backend_pid(connection)
+    await asyncio.sleep(0)  # asyncpg calls its query loggers soon, not at once
     sent.clear()
     async with engine.connect() as connection:
-        await asyncio.sleep(0)  # asyncpg calls its query loggers soon, not at once
+        await asyncio.sleep(0)
         assert sent == ["SELECT 1"]  # not BEGIN, `;` and ROLLBACK, the dialect's own ping
         await connection.execute(text("SELECT 1 + 1"))
 
 
-async def test_a_connection_closed_in_the_pool_is_replaced(engine: AsyncEngine, db: AsyncConnection) -> None:
-    first = await backend_pid(engine)
-    await db.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+async def test_a_connection_just_opened_is_not_checked(engine: AsyncEngine) -> None:
+    sent = log_statements(engine, "connect")
+    async with engine.connect() as connection:
+        await asyncio.sleep(0)
+        assert sent == []
+        await backend_pid(connection)
+
+
+def connections_in_use() -> float:
+    return metrics.DB_POOL_CHECKED_OUT._value.get()  # the gauge of this process
+
+
+async def test_connections_closed_in_the_pool_are_replaced(engine: AsyncEngine, db: AsyncConnection) -> None:
+    in_use = connections_in_use()
+    before = await pids_of_two_at_once(engine)
+    cut = await db.execute(
+        text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"), {"pids": list(before)}
+    )
+    assert all(cut.scalars())
     await db.commit()
-    second = await backend_pid(engine)  # no error: the checkout found it closed and connected again
-    assert second != first
+    # No error: the first checkout finds its connection closed and discards the older ones with it.
+    after = await pids_of_two_at_once(engine)
+    assert len(after) == 2 and not after & before
     async with engine.connect() as connection:
         assert (await connection.execute(text("SELECT 41 + 1"))).scalar_one() == 42
+    assert connections_in_use() == in_use  # a checkout that replaced its connection counted once

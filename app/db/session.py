@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 import orjson
-from asyncpg.exceptions import TargetServerAttributeNotMatched
+from asyncpg.exceptions import InterfaceError, TargetServerAttributeNotMatched
 from sqlalchemy import Pool, event
 from sqlalchemy.engine import AdaptedConnection, ExceptionContext
 from sqlalchemy.exc import DisconnectionError, InvalidatePoolError
@@ -23,6 +23,8 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from app.core import metrics
 from app.core.config import Settings
+
+FRESH = "opened_since_checked"  # in a pooled connection's info: not to be checked at its first checkout
 
 # read_only_sql_transaction (a demoted primary), admin_shutdown, crash_shutdown, cannot_connect_now
 FAILOVER_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
@@ -40,8 +42,11 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         json_deserializer=orjson.loads,
         connect_args=_connect_args(settings),
     )
-    _count_connections(engine.sync_engine.pool, settings.db_pool_size)
+    # The check first: a connection that fails it is replaced and the checkout's listeners run again
+    # for the new one, so the ones after it see each checkout once.
+    event.listen(engine.sync_engine.pool, "connect", _mark_fresh)
     event.listen(engine.sync_engine.pool, "checkout", _ping_on_checkout)
+    _count_connections(engine.sync_engine.pool, settings.db_pool_size)
     event.listen(engine.sync_engine, "handle_error", _failover_is_disconnect)
     return engine
 
@@ -66,25 +71,34 @@ def create_read_engine(settings: Settings) -> AsyncEngine | None:
     return create_engine(settings, url) if url else None
 
 
+def _mark_fresh(_dbapi_connection: AdaptedConnection, record: ConnectionPoolEntry) -> None:
+    record.info[FRESH] = True
+
+
 def _ping_on_checkout(
-    dbapi_connection: AdaptedConnection, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    dbapi_connection: AdaptedConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
 ) -> None:
     """`pool_pre_ping`'s check in one round trip instead of three. The dialect's ping sends `;` as
     a prepared statement, so it wraps it in a transaction of its own (BEGIN, `;`, ROLLBACK) for a
     transaction-mode pooler's sake; a simple query (asyncpg's `execute` without arguments) is one
     message, safe there too (asyncpg cannot read the answer to an empty one, hence `SELECT 1`).
     Each round trip waits for a busy worker's event loop, and the booking batch takes a connection
-    for every batch.
+    for every batch. A connection just opened is not checked, as pre-ping does not check it.
 
     A connection found closed, or on a server that is no longer the one wanted, discards the pool's
-    older connections with it, as pre-ping does (the server restarted or failed over); one that
-    fails its check otherwise is discarded alone. The pool then connects again."""
+    older connections with it, as pre-ping does (the server restarted or failed over); one the
+    driver cannot use any more is discarded alone. The pool then connects again. Any other failure
+    (a timeout, say) is the checkout's, as with pre-ping."""
+    if record.info.pop(FRESH, False):
+        return
     try:
         dbapi_connection.run_async(lambda connection: connection.execute("SELECT 1"))
     except Exception as exc:
         if dbapi_connection.driver_connection.is_closed() or is_failover_error(exc):
             raise InvalidatePoolError(f"connection lost: {exc!r}") from exc
-        raise DisconnectionError(f"connection check failed: {exc!r}") from exc
+        if isinstance(exc, InterfaceError):
+            raise DisconnectionError(f"connection unusable: {exc!r}") from exc
+        raise
 
 
 def _failover_is_disconnect(context: ExceptionContext) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, func, select, update
+from sqlalchemy import BigInteger, Integer, func, inspect, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -77,6 +77,8 @@ TAKE_SEATS = (
     )
     .returning(*EVENTS.c)
 )
+# Each returned column with the attribute of `EventAvailability` that holds it.
+EVENT_ATTRIBUTES = [(column.key, inspect(EventAvailability).get_property_by_column(column).key) for column in EVENTS.c]
 
 
 async def take_seats(uow: UnitOfWork, wanted: Sequence[tuple[EventAvailability, int]]) -> list[EventAvailability]:
@@ -99,9 +101,11 @@ async def take_seats(uow: UnitOfWork, wanted: Sequence[tuple[EventAvailability, 
     events = {event.event_id: event for event, _ in wanted}
     updated = [events[row["event_id"]] for row in rows]
     for event, row in zip(updated, rows, strict=True):
-        for column, value in row.items():
-            if getattr(event, column) != value:  # the counters, the version, the time; the rest as read
-                set_committed_value(event, column, value)  # as read: the session has nothing to flush
+        # Every column comes back, not only those the UPDATE sets: a change that moves no version
+        # (an event's waiting-room settings) may have come between the read and the UPDATE.
+        for column, attribute in EVENT_ATTRIBUTES:
+            if getattr(event, attribute) != row[column]:
+                set_committed_value(event, attribute, row[column])  # as read: nothing to flush
         uow.moved(event)
     return updated
 

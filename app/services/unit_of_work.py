@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Result, Select, Table, select
+from sqlalchemy import BigInteger, Result, Table, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -202,7 +203,7 @@ class Transactions:
         ids = sorted({event_ids} if isinstance(event_ids, int) else set(event_ids))
 
         async def rows_locked_first(uow: UnitOfWork) -> T:
-            await uow.session.execute(_lock_rows(ids))
+            await _lock_rows(uow.session, ids)
             return await operation(uow)
 
         async with self._session_under_locks(ids) as session:
@@ -213,8 +214,8 @@ class Transactions:
 
     @asynccontextmanager
     async def _session_under_locks(self, event_ids: Sequence[int]) -> AsyncIterator[AsyncSession]:
-        """A session under the events' locks. Its connection is taken from the pool (and pinged:
-        three round trips) after this instance's turn at the events and before their Redis locks:
+        """A session under the events' locks. Its connection is taken from the pool (and checked:
+        one round trip) after this instance's turn at the events and before their Redis locks:
         those are held for the transaction alone, and no more than one connection per event and
         instance waits for them (waiting for the turn holds none)."""
         infrastructure = self._infrastructure
@@ -349,7 +350,7 @@ class Transactions:
     ) -> list[tuple[UnitOfWork, Any]]:
         done: list[tuple[UnitOfWork, Any]] = []
         async with session.begin():
-            await session.execute(_lock_rows([event_id]))
+            await _lock_rows(session, [event_id])
             for grouped in group:
                 uow = UnitOfWork(
                     session, self._settings, locked_events=frozenset([event_id]), request_id=grouped.request_id
@@ -383,17 +384,20 @@ class _Grouped(Generic[T]):
     request_id: str | None  # the submitting request's: the group runs in a context of its own
 
 
-def _lock_rows(event_ids: Sequence[int]) -> Select[int]:
-    """The events' rows, locked in event order. FOR NO KEY UPDATE: it excludes the other writers of
-    the row all the same, but not the key-share lock a booking's INSERT takes on its event (its
-    foreign key), so booking a hold, which takes no event lock, never waits on a writer that waits
-    on it."""
-    return (
-        select(EventAvailability.event_id)
-        .where(EventAvailability.event_id.in_(event_ids))
-        .order_by(EventAvailability.event_id)
-        .with_for_update(key_share=True)
-    )
+# The events' rows, locked in event order. FOR NO KEY UPDATE: it excludes the other writers of the
+# row all the same, but not the key-share lock a booking's INSERT takes on its event (its foreign
+# key), so booking a hold, which takes no event lock, never waits on a writer that waits on it. The
+# ids go in as one array: one statement whatever their number.
+LOCK_ROWS = (
+    select(EventAvailability.event_id)
+    .where(EventAvailability.event_id == any_(bindparam("event_ids", type_=ARRAY(BigInteger))))
+    .order_by(EventAvailability.event_id)
+    .with_for_update(key_share=True)
+)
+
+
+async def _lock_rows(session: AsyncSession, event_ids: Sequence[int]) -> None:
+    await session.execute(LOCK_ROWS, {"event_ids": list(event_ids)})
 
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction may simply be run again.
