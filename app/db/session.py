@@ -5,8 +5,8 @@ that lands on a server no longer writable (SQLSTATE 25006) or matching no host's
 disconnect. SQLAlchemy then discards that connection and every other one the pool holds (they
 point at the same old primary), and new connections let asyncpg pick the host that is now the
 writable one (`target_session_attrs=read-write`). A connection the server has closed is caught
-before it is used: each checkout pings it (`_ping_on_checkout`). Nothing is added on a query that
-succeeds.
+before it is used: each checkout of a pooled connection checks it in one round trip
+(`_ping_on_checkout`). Nothing is added on a query that succeeds.
 """
 
 from __future__ import annotations
