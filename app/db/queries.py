@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import BigInteger, ColumnElement, Select, any_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -20,6 +21,13 @@ def where_equal(query: Select[Any], conditions: dict[InstrumentedAttribute[Any],
         if value is not None:
             query = query.where(column == value)
     return query
+
+
+def any_of(column: InstrumentedAttribute[int], name: str) -> ColumnElement[bool]:
+    """`column = ANY(:name)`, the ids bound as one array: the statement is the same however many
+    there are, where an `IN` list is rendered anew at each execution and makes a new statement for
+    asyncpg to prepare for each number of ids."""
+    return column == any_(bindparam(name, type_=ARRAY(BigInteger)))
 
 
 def where_within(

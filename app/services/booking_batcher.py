@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from opentelemetry.trace import SpanContext
-from sqlalchemy import BigInteger, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from app.core import metrics, tracing
@@ -41,6 +40,7 @@ from app.core.errors import (
     VersionConflictError,
 )
 from app.core.logging import get_logger
+from app.db.queries import any_of
 from app.models.event_availability import EventAvailability
 from app.schemas.booking import BookingRead
 from app.services import admission, audit, buyer_limit, idempotency, outbox
@@ -66,11 +66,10 @@ BOOK = BOOKING.transition("book", None)
 EMPTY_BOOKING = dict.fromkeys(BOOKINGS.c.keys())
 
 # The batch's events as read (and, for several events, locked in event order), with an id for each
-# of its requests drawn from the bookings' sequence in the same round trip. The events' ids go in as
-# one array: an `IN` list would make a new statement for each number of events.
+# of its requests drawn from the bookings' sequence in the same round trip.
 READ_EVENTS = (
     select(EventAvailability, new_booking_ids(bindparam("id_count")).label("booking_ids"))
-    .where(EventAvailability.event_id == any_(bindparam("event_ids", type_=ARRAY(BigInteger))))
+    .where(any_of(EventAvailability.event_id, "event_ids"))
     .order_by(EventAvailability.event_id)
     .execution_options(populate_existing=True)
 )

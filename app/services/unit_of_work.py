@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import BigInteger, Result, Table, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Result, Table, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -35,6 +34,7 @@ from app.core.errors import AppError, VersionConflictError
 from app.core.logging import get_logger
 from app.db.bulk_insert import insert_rows, with_new_rows
 from app.db.infrastructure import Infrastructure
+from app.db.queries import any_of
 from app.db.redis import RedisUnavailable
 from app.models.event_availability import EventAvailability
 from app.schemas.availability import EventAvailabilityRead
@@ -386,11 +386,10 @@ class _Grouped(Generic[T]):
 
 # The events' rows, locked in event order. FOR NO KEY UPDATE: it excludes the other writers of the
 # row all the same, but not the key-share lock a booking's INSERT takes on its event (its foreign
-# key), so booking a hold, which takes no event lock, never waits on a writer that waits on it. The
-# ids go in as one array: one statement whatever their number.
+# key), so booking a hold, which takes no event lock, never waits on a writer that waits on it.
 LOCK_ROWS = (
     select(EventAvailability.event_id)
-    .where(EventAvailability.event_id == any_(bindparam("event_ids", type_=ARRAY(BigInteger))))
+    .where(any_of(EventAvailability.event_id, "event_ids"))
     .order_by(EventAvailability.event_id)
     .with_for_update(key_share=True)
 )
