@@ -1,7 +1,8 @@
 """The hot path: new bookings waiting in this instance share one transaction.
 
 Requests queue in-process; one drainer takes everything waiting (up to `BOOKING_BATCH_MAX`),
-takes the Redis locks of the events involved once, and books the whole batch in one transaction:
+takes the Redis locks of the events involved once (requests for those events that queue while it
+waits for them join the batch), and books the whole batch in one transaction:
 the events read with an id for each request, then one statement: the version-checked capacity
 `UPDATE` covering every event of the batch, with its bookings, audit rows and outbox messages
 inserted beside it (an array parameter per column), then the commit.
@@ -140,7 +141,7 @@ class BookingBatcher:
             self._drainer = None
 
     async def _process(self, batch: list[BookingRequest]) -> None:
-        outcomes = await self._attempt(batch)
+        outcomes = await self._attempt(batch, latecomers_join=True)
         refused = [r for r in batch if isinstance(outcomes[id(r)], InsufficientCapacityError)]
         if refused and await self._released_lapsed({r.event_id for r in refused}):
             # Seats held by lapsed holds came back: the refused requests get a second look.
@@ -156,15 +157,19 @@ class BookingBatcher:
             log.warning("lapsed_holds_not_released", event_ids=sorted(event_ids), exc_info=True)
             return False
 
-    async def _attempt(self, batch: list[BookingRequest]) -> dict[int, Outcome]:
+    async def _attempt(self, batch: list[BookingRequest], *, latecomers_join: bool = False) -> dict[int, Outcome]:
         """Book the batch: each request's booking or refusal; a failure is every request's outcome."""
         by_event: dict[int, list[BookingRequest]] = {}
         for request in batch:
             by_event.setdefault(request.event_id, []).append(request)
+
+        async def book(uow: UnitOfWork) -> dict[int, Outcome]:
+            if latecomers_join:
+                self._take_latecomers(batch, by_event)
+            return await self._book(uow, by_event)
+
         try:
-            return await self._transactions.locked(
-                list(by_event), lambda uow: self._book(uow, by_event), rows_first=False
-            )
+            return await self._transactions.locked(list(by_event), book, rows_first=False)
         except Exception as exc:
             failure: Exception = exc
             if is_data_error(exc):
@@ -176,6 +181,23 @@ class BookingBatcher:
             elif not isinstance(exc, AppError):
                 log.exception("booking_batch_failed", size=len(batch))
             return {id(request): failure for request in batch}
+
+    def _take_latecomers(self, batch: list[BookingRequest], by_event: dict[int, list[BookingRequest]]) -> None:
+        """Move the requests queued for the batch's events since it was taken into it, in arrival
+        order, up to `BOOKING_BATCH_MAX`: its locks are held now, and they would otherwise wait for
+        its whole transaction and then another. `batch` grows in place: its caller answers all of it."""
+        limit = self._settings.booking_batch_max
+        if len(batch) >= limit or not self._queue:
+            return
+        waiting = list(self._queue)
+        self._queue.clear()
+        for request in waiting:
+            same_event = by_event.get(request.event_id)
+            if same_event is None or len(batch) >= limit:
+                self._queue.append(request)
+            else:
+                same_event.append(request)
+                batch.append(request)
 
     async def _isolate(self, batch: list[BookingRequest], exc: Exception) -> dict[int, Outcome]:
         """The data error belongs to some request(s) of the batch: book each half on its own, in
