@@ -78,7 +78,9 @@ def openapi_python_client() -> Path:
 
 
 def document() -> dict[str, Any]:
-    return create_app(make_settings("postgresql+asyncpg://postgres@127.0.0.1:9/none", "redis://127.0.0.1:9/0")).openapi()
+    return create_app(
+        make_settings("postgresql+asyncpg://postgres@127.0.0.1:9/none", "redis://127.0.0.1:9/0")
+    ).openapi()
 
 
 def test_spectral_oas_ruleset_finds_nothing_but_the_accepted(tmp_path: Path) -> None:
