@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.application import create_app
 from app.core.config import Settings
+from app.services.audit import Actor
+from app.services.booking_batcher import BookingRequest
 from app.services.payments import sign
 from tests.conftest import WEBHOOK_SECRET, Api
 from tests.redis_server import free_port
@@ -27,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE_ENV = {"DATABASE_URL": "postgresql://u@db:5432/bookings", "REDIS_URL": "redis://cache:6379/0"}
 
 T = TypeVar("T")
+UNPAIRED_SURROGATE = "\ud800"  # text PostgreSQL cannot store
 
 # The service's transactions waiting for the row the writer's current transaction holds.
 BLOCKED_SERVICE_WRITE = text(
@@ -183,3 +186,19 @@ async def served_api(settings: Settings) -> AsyncIterator[Api]:
     finally:
         server.should_exit = True
         await serving
+
+
+def request_for(user_id: int, event_id: int, quantity: int = 1, notes: str | None = None) -> BookingRequest:
+    """A booking request as the batcher takes it, past the edge's validation."""
+    return BookingRequest(Actor("user", user_id), user_id, event_id, quantity, notes=notes)
+
+
+@asynccontextmanager
+async def lock_held_elsewhere(api: Api, event_id: int) -> AsyncIterator[None]:
+    """The event's Redis lock held by another instance for the body."""
+    key = api.runtime.redis.key("lock", "event", event_id)
+    assert await api.runtime.redis.client.set(key, "another-instance", nx=True, px=10_000)
+    try:
+        yield
+    finally:
+        await api.runtime.redis.client.delete(key)

@@ -14,17 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.errors import AppError
 from app.schemas.booking import BookingRead
-from app.services.audit import Actor
-from app.services.booking_batcher import BookingRequest
 from tests.checks import assert_invariant, count
 from tests.conftest import Api
+from tests.support import UNPAIRED_SURROGATE, request_for
 
-UNPAIRED_SURROGATE = "\ud800"
 TOP_PRICE = "9999999999.99"  # the most a price may be: two seats of it cannot be stored as an amount
-
-
-def request_for(user_id: int, event_id: int, quantity: int = 1, notes: str | None = None) -> BookingRequest:
-    return BookingRequest(Actor("user", user_id), user_id, event_id, quantity, notes=notes)
 
 
 async def booked_ids(db: AsyncConnection, table: str, column: str, where: str = "true") -> set[int]:

@@ -4,8 +4,6 @@ one transaction for them all, instead of this one and then another."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -14,19 +12,7 @@ from app.core.errors import AppError
 from app.schemas.booking import BookingRead
 from tests.checks import assert_invariant
 from tests.conftest import Api
-from tests.test_batch_isolation import UNPAIRED_SURROGATE, request_for
-
-
-@asynccontextmanager
-async def held_elsewhere(api: Api, event_id: int) -> AsyncIterator[None]:
-    """The event's Redis lock held by another instance for the body."""
-    redis = api.runtime.redis
-    key = redis.key("lock", "event", event_id)
-    assert await redis.client.set(key, "another-instance", nx=True, px=10_000)
-    try:
-        yield
-    finally:
-        await redis.client.delete(key)
+from tests.support import UNPAIRED_SURROGATE, lock_held_elsewhere, request_for
 
 
 async def transactions_per_event(db: AsyncConnection) -> dict[int, int]:
@@ -40,7 +26,7 @@ async def test_requests_queued_while_the_batch_waits_for_its_lock_join_it(api: A
     await api.create_event(1, capacity=50)
     await api.create_event(2, capacity=50)
     batcher = api.runtime.batcher
-    async with held_elsewhere(api, 1):
+    async with lock_held_elsewhere(api, 1):
         first = asyncio.create_task(batcher.submit(request_for(100, 1)))
         await asyncio.sleep(0.3)  # its batch (of one) now polls for the lock
         assert not first.done()
@@ -60,7 +46,7 @@ async def test_a_latecomer_with_a_value_that_cannot_be_stored_fails_alone(api: A
     """The batch splits to find the request at fault: latecomers are in its halves, and answered."""
     await api.create_event(1, capacity=50)
     batcher = api.runtime.batcher
-    async with held_elsewhere(api, 1):
+    async with lock_held_elsewhere(api, 1):
         first = asyncio.create_task(batcher.submit(request_for(100, 1)))
         await asyncio.sleep(0.3)
         notes = [None, None, UNPAIRED_SURROGATE, None]

@@ -26,6 +26,7 @@ from app.application import create_app
 from app.core import tracing
 from app.core.config import Settings
 from tests.conftest import ROOT, Api
+from tests.support import lock_held_elsewhere
 
 BOOKING_ROUTE = "/api/v1/bookings/"
 
@@ -186,6 +187,26 @@ async def test_a_batch_span_links_every_request_it_served(settings: Settings, db
     later = {span.context.span_id for span in requests if span.context.span_id != batches[0].links[0].context.span_id}
     assert served == later and len(served) == 2
     assert (batches[1].attributes or {}).get("booking.batch.size") == 2
+
+
+async def test_requests_that_join_a_batch_late_are_linked_to_its_span(settings: Settings) -> None:
+    """The first booking's batch waits for the event's lock (held by another instance); two more
+    queue meanwhile and join it once it has the lock: one batch span, linking all three requests."""
+    provider, exporter = in_memory_provider()
+    async with traced_app(settings, provider) as api:
+        await api.create_event(1, capacity=10)
+        exporter.clear()
+        async with lock_held_elsewhere(api, 1):
+            first = asyncio.create_task(api.book(user_id=1, event_id=1))
+            await until(lambda: first_batch_taken(api))
+            latecomers = [asyncio.create_task(api.book(user_id=user, event_id=1)) for user in (2, 3)]
+            await until(lambda: len(api.runtime.batcher._queue) == 2)
+        responses = await asyncio.gather(first, *latecomers)
+        assert [response.status_code for response in responses] == [201, 201, 201]
+    spans = exporter.get_finished_spans()
+    (batch,) = [span for span in spans if span.name == tracing.BATCH_SPAN]
+    assert {link.context.span_id for link in batch.links} == {span.context.span_id for span in request_spans(spans)}
+    assert len(batch.links) == 3 and (batch.attributes or {}).get("booking.batch.size") == 3
 
 
 def first_batch_taken(api: Api) -> bool:

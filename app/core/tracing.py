@@ -159,3 +159,15 @@ def batch_span(size: int, served: Iterable[SpanContext | None]) -> AbstractConte
     return tracer.start_as_current_span(
         BATCH_SPAN, context=otel_context.Context(), links=links, attributes={"booking.batch.size": size}
     )
+
+
+def batch_joined(size: int, joined: Iterable[SpanContext | None]) -> None:
+    """Requests that joined the current batch after it started: linked to its span too, and its size
+    now `size` (nothing when off)."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    for span_context in joined:
+        if span_context is not None:
+            span.add_link(span_context)
+    span.set_attribute("booking.batch.size", size)

@@ -191,13 +191,17 @@ class BookingBatcher:
             return
         waiting = list(self._queue)
         self._queue.clear()
+        joined: list[BookingRequest] = []
         for request in waiting:
             same_event = by_event.get(request.event_id)
-            if same_event is None or len(batch) >= limit:
+            if same_event is None or len(batch) + len(joined) >= limit:
                 self._queue.append(request)
             else:
                 same_event.append(request)
-                batch.append(request)
+                joined.append(request)
+        if joined:
+            batch.extend(joined)
+            tracing.batch_joined(len(batch), (request.span_context for request in joined))
 
     async def _isolate(self, batch: list[BookingRequest], exc: Exception) -> dict[int, Outcome]:
         """The data error belongs to some request(s) of the batch: book each half on its own, in
