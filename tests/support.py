@@ -202,3 +202,10 @@ async def lock_held_elsewhere(api: Api, event_id: int) -> AsyncIterator[None]:
         yield
     finally:
         await api.runtime.redis.client.delete(key)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll the batcher's state (it has no event to wait on), for at most ten seconds."""
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)

@@ -12,7 +12,7 @@ from app.core.errors import AppError
 from app.schemas.booking import BookingRead
 from tests.checks import assert_invariant
 from tests.conftest import Api
-from tests.support import UNPAIRED_SURROGATE, lock_held_elsewhere, request_for
+from tests.support import UNPAIRED_SURROGATE, lock_held_elsewhere, request_for, until
 
 
 async def transactions_per_event(db: AsyncConnection) -> dict[int, int]:
@@ -28,11 +28,11 @@ async def test_requests_queued_while_the_batch_waits_for_its_lock_join_it(api: A
     batcher = api.runtime.batcher
     async with lock_held_elsewhere(api, 1):
         first = asyncio.create_task(batcher.submit(request_for(100, 1)))
-        await asyncio.sleep(0.3)  # its batch (of one) now polls for the lock
+        await until(lambda: batcher._drainer is not None and not batcher._queue)  # its batch of one waits for the lock
         assert not first.done()
         latecomers = [asyncio.create_task(batcher.submit(request_for(101 + n, 1))) for n in range(9)]
         other_event = [asyncio.create_task(batcher.submit(request_for(200 + n, 2))) for n in range(2)]
-        await asyncio.sleep(0.05)
+        await until(lambda: len(batcher._queue) == 11)
     bookings = await asyncio.wait_for(asyncio.gather(first, *latecomers, *other_event), timeout=10)
 
     assert [b.user_id for b in bookings] == [100 + n for n in range(10)] + [200, 201]
@@ -48,12 +48,12 @@ async def test_a_latecomer_with_a_value_that_cannot_be_stored_fails_alone(api: A
     batcher = api.runtime.batcher
     async with lock_held_elsewhere(api, 1):
         first = asyncio.create_task(batcher.submit(request_for(100, 1)))
-        await asyncio.sleep(0.3)
+        await until(lambda: batcher._drainer is not None and not batcher._queue)
         notes = [None, None, UNPAIRED_SURROGATE, None]
         latecomers = [
             asyncio.create_task(batcher.submit(request_for(101 + n, 1, notes=note))) for n, note in enumerate(notes)
         ]
-        await asyncio.sleep(0.05)
+        await until(lambda: len(batcher._queue) == 4)
     outcomes = await asyncio.wait_for(asyncio.gather(first, *latecomers, return_exceptions=True), timeout=10)
 
     poisoned = outcomes.pop(3)

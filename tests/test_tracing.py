@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
@@ -26,7 +26,7 @@ from app.application import create_app
 from app.core import tracing
 from app.core.config import Settings
 from tests.conftest import ROOT, Api
-from tests.support import lock_held_elsewhere
+from tests.support import lock_held_elsewhere, until
 
 BOOKING_ROUTE = "/api/v1/bookings/"
 
@@ -166,19 +166,14 @@ async def test_a_booking_traces_its_request_sql_redis_and_batch(settings: Settin
 async def test_a_batch_span_links_every_request_it_served(settings: Settings, db: AsyncConnection) -> None:
     """Three bookings: the first one's batch is held up on the event's row, so the other two
     queue behind it and are booked together in the next batch, whose span links both requests."""
-    provider, exporter = in_memory_provider()
-    async with traced_app(settings, provider) as api:
-        await api.create_event(1, capacity=10)
-        exporter.clear()
+
+    @asynccontextmanager
+    async def row_locked(_api: Api) -> AsyncIterator[None]:
         async with db.begin():
             await db.execute(text("SELECT 1 FROM event_availability WHERE event_id = 1 FOR UPDATE"))
-            first = asyncio.create_task(api.book(user_id=1, event_id=1))
-            await until(lambda: first_batch_taken(api))
-            together = [asyncio.create_task(api.book(user_id=user, event_id=1)) for user in (2, 3)]
-            await until(lambda: len(api.runtime.batcher._queue) == 2)
-        responses = await asyncio.gather(first, *together)
-        assert [response.status_code for response in responses] == [201, 201, 201]
-    spans = exporter.get_finished_spans()
+            yield
+
+    spans = await three_bookings_the_first_held_up(settings, row_locked)
     requests = request_spans(spans)
     assert len(requests) == 3
     batches = sorted((span for span in spans if span.name == tracing.BATCH_SPAN), key=lambda span: span.start_time or 0)
@@ -192,34 +187,35 @@ async def test_a_batch_span_links_every_request_it_served(settings: Settings, db
 async def test_requests_that_join_a_batch_late_are_linked_to_its_span(settings: Settings) -> None:
     """The first booking's batch waits for the event's lock (held by another instance); two more
     queue meanwhile and join it once it has the lock: one batch span, linking all three requests."""
-    provider, exporter = in_memory_provider()
-    async with traced_app(settings, provider) as api:
-        await api.create_event(1, capacity=10)
-        exporter.clear()
-        async with lock_held_elsewhere(api, 1):
-            first = asyncio.create_task(api.book(user_id=1, event_id=1))
-            await until(lambda: first_batch_taken(api))
-            latecomers = [asyncio.create_task(api.book(user_id=user, event_id=1)) for user in (2, 3)]
-            await until(lambda: len(api.runtime.batcher._queue) == 2)
-        responses = await asyncio.gather(first, *latecomers)
-        assert [response.status_code for response in responses] == [201, 201, 201]
-    spans = exporter.get_finished_spans()
+    spans = await three_bookings_the_first_held_up(settings, lambda api: lock_held_elsewhere(api, 1))
     (batch,) = [span for span in spans if span.name == tracing.BATCH_SPAN]
     assert {link.context.span_id for link in batch.links} == {span.context.span_id for span in request_spans(spans)}
     assert len(batch.links) == 3 and (batch.attributes or {}).get("booking.batch.size") == 3
 
 
+async def three_bookings_the_first_held_up(
+    settings: Settings, hold: Callable[[Api], AbstractAsyncContextManager[None]]
+) -> tuple[ReadableSpan, ...]:
+    """Three bookings of event 1, the first one's batch held up by `hold` while the other two
+    queue; each answered 201. The spans they left."""
+    provider, exporter = in_memory_provider()
+    async with traced_app(settings, provider) as api:
+        await api.create_event(1, capacity=10)
+        exporter.clear()
+        async with hold(api):
+            first = asyncio.create_task(api.book(user_id=1, event_id=1))
+            await until(lambda: first_batch_taken(api))
+            others = [asyncio.create_task(api.book(user_id=user, event_id=1)) for user in (2, 3)]
+            await until(lambda: len(api.runtime.batcher._queue) == 2)
+        responses = await asyncio.gather(first, *others)
+        assert [response.status_code for response in responses] == [201, 201, 201]
+    return exporter.get_finished_spans()
+
+
 def first_batch_taken(api: Api) -> bool:
-    """The first batch has left the queue and is waiting on the row the test holds."""
+    """The first batch has left the queue and is waiting on what the test holds (the event's row or lock)."""
     batcher = api.runtime.batcher
     return batcher._drainer is not None and not batcher._queue
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Poll the batcher's state (it has no event to wait on), for at most ten seconds."""
-    async with asyncio.timeout(10):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 class _Collector(BaseHTTPRequestHandler):
