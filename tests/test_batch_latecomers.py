@@ -15,6 +15,13 @@ from tests.conftest import Api
 from tests.support import UNPAIRED_SURROGATE, lock_held_elsewhere, request_for, until
 
 
+async def transactions_of(db: AsyncConnection, user_ids: list[int]) -> int:
+    """How many transactions wrote these users' bookings."""
+    await db.rollback()
+    query = text("SELECT count(DISTINCT xmin::text) FROM bookings WHERE user_id = ANY(:ids)")
+    return int((await db.execute(query, {"ids": user_ids})).scalar_one())
+
+
 async def transactions_per_event(db: AsyncConnection) -> dict[int, int]:
     """How many transactions wrote each event's bookings (rows written by one share its xmin)."""
     await db.rollback()
@@ -35,7 +42,7 @@ async def test_requests_queued_while_the_batch_waits_for_its_lock_join_it(api: A
         await until(lambda: len(batcher._queue) == 11)
     bookings = await asyncio.wait_for(asyncio.gather(first, *latecomers, *other_event), timeout=10)
 
-    assert [b.user_id for b in bookings] == [100 + n for n in range(10)] + [200, 201]
+    assert [b.user_id for b in bookings] == [100 + n for n in range(10)] + [200, 201]  # each its own
     # Event 1's ten bookings in one transaction; event 2's, not locked by that batch, in their own.
     assert await transactions_per_event(db) == {1: 1, 2: 1}
     assert (await api.availability(1))["available_capacity"] == 40
@@ -59,5 +66,6 @@ async def test_a_latecomer_with_a_value_that_cannot_be_stored_fails_alone(api: A
     poisoned = outcomes.pop(3)
     assert isinstance(poisoned, AppError) and poisoned.code == "invalid_value"
     assert [o.user_id for o in outcomes if isinstance(o, BookingRead)] == [100, 101, 102, 104]
+    assert await transactions_of(db, [100, 101]) == 1  # one half of the batch the latecomers joined
     assert (await api.availability(1))["available_capacity"] == 46
     await assert_invariant(db)

@@ -6,7 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
@@ -20,13 +20,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from app.application import create_app
 from app.core import tracing
 from app.core.config import Settings
 from tests.conftest import ROOT, Api
-from tests.support import lock_held_elsewhere, until
+from tests.support import BLOCKED_SERVICE_WRITE, lock_held_elsewhere, until
 
 BOOKING_ROUTE = "/api/v1/bookings/"
 
@@ -164,8 +164,11 @@ async def test_a_booking_traces_its_request_sql_redis_and_batch(settings: Settin
 
 
 async def test_a_batch_span_links_every_request_it_served(settings: Settings, db: AsyncConnection) -> None:
-    """Three bookings: the first one's batch is held up on the event's row, so the other two
-    queue behind it and are booked together in the next batch, whose span links both requests."""
+    """Three bookings: the first one's batch is held up on the event's row (its UPDATE waits for
+    the test's row lock), so the other two queue behind it and are booked together in the next
+    batch, whose span links both requests."""
+    holder = int((await db.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+    await db.rollback()
 
     @asynccontextmanager
     async def row_locked(_api: Api) -> AsyncIterator[None]:
@@ -173,7 +176,18 @@ async def test_a_batch_span_links_every_request_it_served(settings: Settings, db
             await db.execute(text("SELECT 1 FROM event_availability WHERE event_id = 1 FOR UPDATE"))
             yield
 
-    spans = await three_bookings_the_first_held_up(settings, row_locked)
+    async def write_blocked(_api: Api) -> None:
+        engine = create_async_engine(settings.sqlalchemy_database_url)
+        try:
+            async with engine.connect() as watch, asyncio.timeout(10):
+                params = {"name": settings.service_name, "holder": holder}
+                while (await watch.execute(BLOCKED_SERVICE_WRITE, params)).first() is None:
+                    await watch.rollback()
+                    await asyncio.sleep(0.01)
+        finally:
+            await engine.dispose()
+
+    spans = await three_bookings_the_first_held_up(settings, row_locked, write_blocked)
     requests = request_spans(spans)
     assert len(requests) == 3
     batches = sorted((span for span in spans if span.name == tracing.BATCH_SPAN), key=lambda span: span.start_time or 0)
@@ -187,24 +201,30 @@ async def test_a_batch_span_links_every_request_it_served(settings: Settings, db
 async def test_requests_that_join_a_batch_late_are_linked_to_its_span(settings: Settings) -> None:
     """The first booking's batch waits for the event's lock (held by another instance); two more
     queue meanwhile and join it once it has the lock: one batch span, linking all three requests."""
-    spans = await three_bookings_the_first_held_up(settings, lambda api: lock_held_elsewhere(api, 1))
+
+    async def batch_taken(api: Api) -> None:  # it cannot get past the lock the test holds
+        await until(lambda: first_batch_taken(api))
+
+    spans = await three_bookings_the_first_held_up(settings, lambda api: lock_held_elsewhere(api, 1), batch_taken)
     (batch,) = [span for span in spans if span.name == tracing.BATCH_SPAN]
     assert {link.context.span_id for link in batch.links} == {span.context.span_id for span in request_spans(spans)}
     assert len(batch.links) == 3 and (batch.attributes or {}).get("booking.batch.size") == 3
 
 
 async def three_bookings_the_first_held_up(
-    settings: Settings, hold: Callable[[Api], AbstractAsyncContextManager[None]]
+    settings: Settings,
+    hold: Callable[[Api], AbstractAsyncContextManager[None]],
+    held_up: Callable[[Api], Awaitable[None]],
 ) -> tuple[ReadableSpan, ...]:
-    """Three bookings of event 1, the first one's batch held up by `hold` while the other two
-    queue; each answered 201. The spans they left."""
+    """Three bookings of event 1: the first one's batch held up by `hold` (`held_up` returns once it
+    is), the other two sent then and queued; each answered 201. The spans they left."""
     provider, exporter = in_memory_provider()
     async with traced_app(settings, provider) as api:
         await api.create_event(1, capacity=10)
         exporter.clear()
         async with hold(api):
             first = asyncio.create_task(api.book(user_id=1, event_id=1))
-            await until(lambda: first_batch_taken(api))
+            await held_up(api)
             others = [asyncio.create_task(api.book(user_id=user, event_id=1)) for user in (2, 3)]
             await until(lambda: len(api.runtime.batcher._queue) == 2)
         responses = await asyncio.gather(first, *others)
@@ -213,7 +233,7 @@ async def three_bookings_the_first_held_up(
 
 
 def first_batch_taken(api: Api) -> bool:
-    """The first batch has left the queue and is waiting on what the test holds (the event's row or lock)."""
+    """The first batch has left the queue."""
     batcher = api.runtime.batcher
     return batcher._drainer is not None and not batcher._queue
 

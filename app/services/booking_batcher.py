@@ -163,13 +163,17 @@ class BookingBatcher:
         for request in batch:
             by_event.setdefault(request.event_id, []).append(request)
 
-        async def book(uow: UnitOfWork) -> dict[int, Outcome]:
-            if latecomers_join:
+        take_latecomers = latecomers_join
+
+        async def book_with_latecomers(uow: UnitOfWork) -> dict[int, Outcome]:
+            nonlocal take_latecomers
+            if take_latecomers:  # at the first attempt only: a retry books the same requests again
                 self._take_latecomers(batch, by_event)
+                take_latecomers = False
             return await self._book(uow, by_event)
 
         try:
-            return await self._transactions.locked(list(by_event), book, rows_first=False)
+            return await self._transactions.locked(list(by_event), book_with_latecomers, rows_first=False)
         except Exception as exc:
             failure: Exception = exc
             if is_data_error(exc):
@@ -183,9 +187,10 @@ class BookingBatcher:
             return {id(request): failure for request in batch}
 
     def _take_latecomers(self, batch: list[BookingRequest], by_event: dict[int, list[BookingRequest]]) -> None:
-        """Move the requests queued for the batch's events since it was taken into it, in arrival
-        order, up to `BOOKING_BATCH_MAX`: its locks are held now, and they would otherwise wait for
-        its whole transaction and then another. `batch` grows in place: its caller answers all of it."""
+        """Move the requests that queued for the batch's events while it waited for them into it, in
+        arrival order, up to `BOOKING_BATCH_MAX`: it is this instance's turn at those events now, and
+        they would otherwise wait for its whole transaction and then another. `batch` grows in
+        place: its caller answers all of it."""
         limit = self._settings.booking_batch_max
         if len(batch) >= limit or not self._queue:
             return
@@ -201,6 +206,7 @@ class BookingBatcher:
                 joined.append(request)
         if joined:
             batch.extend(joined)
+            self._busy_until = asyncio.get_running_loop().time() + HOT_MEMORY_SECONDS
             tracing.batch_joined(len(batch), (request.span_context for request in joined))
 
     async def _isolate(self, batch: list[BookingRequest], exc: Exception) -> dict[int, Outcome]:
