@@ -19,12 +19,12 @@ from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Text, any_, cast, delete, func, literal, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Text, bindparam, cast, delete, func, select, update
 
 from app.core import metrics
 from app.core.clock import clock
 from app.core.logging import get_logger
+from app.db.queries import any_of
 from app.db.redis import RedisUnavailable, call_script_replicated, slot_tag
 from app.models.outbox import OutboxMessage
 from app.runtime import Runtime
@@ -38,6 +38,8 @@ RETENTION_EVERY_SECONDS = 60.0
 # this soon rather than at the next poll.
 LOOK_AGAIN_SECONDS = 0.05
 TYPE_BY_KIND = {kind: message_type for message_type, kind in KIND_BY_TYPE.items()}
+# A relayed batch marked published by its ids as one array: the statement is the same for every batch.
+MARK_PUBLISHED = update(OutboxMessage).where(any_of(OutboxMessage.id, "ids")).values(published_at=bindparam("now"))
 
 # A batch that reached Redis but was not marked published (the relay died, PostgreSQL went away)
 # is sent again; this remembers each message id for OUTBOX_DEDUP_SECONDS so the repeat is dropped,
@@ -115,11 +117,7 @@ class OutboxRelay:
             if not rows:
                 return 0
             await self._runtime.redis.call("outbox_publish", lambda client: self._send(client, rows))
-            # One array parameter, not one per row: the statement is the same for every batch.
-            published = literal([row.id for row in rows], ARRAY(BigInteger))
-            await session.execute(
-                update(OutboxMessage).where(OutboxMessage.id == any_(published)).values(published_at=clock.now())
-            )
+            await session.execute(MARK_PUBLISHED, {"ids": [row.id for row in rows], "now": clock.now()})
         for kind, sent in Counter(row.kind for row in rows).items():
             metrics.OUTBOX_PUBLISHED.labels(TYPE_BY_KIND.get(kind, kind)).inc(sent)
         return len(rows)
