@@ -129,7 +129,7 @@ class BookingBatcher:
                 size = min(len(self._queue), settings.booking_batch_max)
                 batch = [self._queue.popleft() for _ in range(size)]
                 if size > 1:
-                    self._busy_until = loop.time() + HOT_MEMORY_SECONDS
+                    self._mark_busy()
                 try:
                     with tracing.batch_span(size, (request.span_context for request in batch)):
                         await self._process(batch)
@@ -139,6 +139,10 @@ class BookingBatcher:
                         _settle(request, exc)
         finally:
             self._drainer = None
+
+    def _mark_busy(self) -> None:
+        """A batch of several requests: the instance is under load for the next second."""
+        self._busy_until = asyncio.get_running_loop().time() + HOT_MEMORY_SECONDS
 
     async def _process(self, batch: list[BookingRequest]) -> None:
         outcomes = await self._attempt(batch, latecomers_join=True)
@@ -206,7 +210,7 @@ class BookingBatcher:
                 joined.append(request)
         if joined:
             batch.extend(joined)
-            self._busy_until = asyncio.get_running_loop().time() + HOT_MEMORY_SECONDS
+            self._mark_busy()
             tracing.batch_joined(len(batch), (request.span_context for request in joined))
 
     async def _isolate(self, batch: list[BookingRequest], exc: Exception) -> dict[int, Outcome]:
