@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -348,6 +348,24 @@ async def test_cache_serves_own_writes_and_never_goes_back(settings: Settings, d
         for instance in (first, second):
             read = await instance.availability(1)
             assert (read["version"], read["available_capacity"]) == (newest.version, newest.available_capacity)
+
+
+async def test_cache_stores_many_events_each_against_its_own_version(api: Api) -> None:
+    """A batch's events are stored in one script call: each entry is compared with its own."""
+    cache, redis = api.runtime.cache, api.runtime.redis.client
+    for event_id in (1, 2, 3):
+        await api.create_event(event_id, capacity=10)
+    cached = {event_id: await api.availability(event_id) for event_id in (1, 2, 3)}
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+    newer = [(dict(cached[1], version=cached[1]["version"] + 1, available_capacity=9), later)]
+    older = [(dict(cached[2], version=cached[2]["version"] - 1, available_capacity=1), None)]
+    await cache.store_many(newer + older + [(dict(cached[3], version=cached[3]["version"] + 2), None)])
+    stored = {
+        event_id: json.loads(await redis.get(api.runtime.redis.key("availability", event_id))) for event_id in (1, 2, 3)
+    }
+    assert (stored[1]["available_capacity"], stored[1]["checked_until"]) == (9, later.timestamp())
+    assert stored[2]["version"] == cached[2]["version"] and stored[2]["available_capacity"] == 10  # refused
+    assert stored[3]["version"] == cached[3]["version"] + 2
 
 
 async def test_cache_falls_back_to_postgres_with_redis_down(database_url: str) -> None:

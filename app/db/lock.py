@@ -20,7 +20,7 @@ from app.core import metrics
 from app.core.config import Settings
 from app.core.errors import LockTimeoutError
 from app.core.logging import get_logger
-from app.db.redis import RedisGateway, RedisUnavailable, queue_script
+from app.db.redis import RedisGateway, RedisUnavailable, per_key, queue_script_per_slot
 
 log = get_logger(__name__)
 
@@ -34,6 +34,11 @@ def _lock(gateway: RedisGateway, settings: Settings, event_id: int) -> Lock:
         blocking_timeout=settings.lock_wait_seconds,
         thread_local=False,
     )
+
+
+def _name(lock: Lock) -> str:
+    assert isinstance(lock.name, str)  # a key `_lock` made
+    return lock.name
 
 
 class EventLocks:
@@ -99,9 +104,10 @@ async def event_locks(gateway: RedisGateway, settings: Settings, event_ids: Iter
     classic way to never deadlock with another instance doing the same.
     """
     locks = {event_id: _lock(gateway, settings, event_id) for event_id in sorted(set(event_ids))}
+    lifetime_ms = max(1, int(settings.lock_timeout_seconds * 1000))
     started = time.perf_counter()
     try:
-        await gateway.call("lock_acquire", lambda client: _acquire_all(client, locks))
+        await gateway.call("lock_acquire", lambda client: _acquire_all(client, locks, lifetime_ms))
     except RedisUnavailable:
         metrics.LOCK_ACQUISITIONS.labels("redis_unavailable").inc(len(locks))
         log.warning("event_lock_skipped_redis_unavailable", event_ids=list(locks))
@@ -115,8 +121,8 @@ async def event_locks(gateway: RedisGateway, settings: Settings, event_ids: Iter
         await _release_all(gateway, locks)
 
 
-async def _acquire_all(client: Redis, locks: dict[int, Lock]) -> None:
-    held = await _try_all_at_once(client, locks)
+async def _acquire_all(client: Redis, locks: dict[int, Lock], lifetime_ms: int) -> None:
+    held = await _try_all_at_once(client, locks, lifetime_ms)
     if all(held):
         return
     await _release_held(client, [lock for lock, ok in zip(locks.values(), held, strict=True) if ok])
@@ -129,34 +135,61 @@ async def _acquire_all(client: Redis, locks: dict[int, Lock]) -> None:
         taken.append(lock)
 
 
-async def _try_all_at_once(client: Redis, locks: dict[int, Lock]) -> list[bool]:
-    """Lock.acquire(blocking=False) for every lock, in one pipeline instead of one round trip each.
+# KEYS: the locks; ARGV[1]: the holder's token, ARGV[2]: the locks' lifetime (ms). An answer per
+# lock: 1 if it was free and is now taken, as redis-py's Lock.acquire(blocking=False) does for one.
+TAKE_FREE = """
+local taken = {}
+for i, key in ipairs(KEYS) do
+  taken[i] = redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+end
+return taken
+"""
 
-    It does what redis-py's `Lock.do_acquire` does (SET NX PX with a fresh token, one for all the
-    locks taken at once) and records the token where the Lock keeps it, so `Lock.release()` works
-    as usual afterwards.
+# KEYS: the locks; ARGV[i]: the token KEYS[i] was taken with. An answer per lock: 1 if it was still
+# held with that token and is now released, as redis-py's Lock.release() does for one.
+RELEASE_OWNED = """
+local owned = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then
+    redis.call('DEL', key)
+    owned[i] = 1
+  else
+    owned[i] = 0
+  end
+end
+return owned
+"""
+
+
+async def _try_all_at_once(client: Redis, locks: dict[int, Lock], lifetime_ms: int) -> list[bool]:
+    """Lock.acquire(blocking=False) for every lock, in one script call (one per slot on a Cluster)
+    instead of a command each.
+
+    It takes each free lock with one fresh token for them all and records the token where the
+    Lock keeps it, so `Lock.release()` works as usual afterwards.
     """
-    pipe = client.pipeline(transaction=False)
     token = uuid.uuid4().hex.encode()  # this holder's, in every lock it takes at once
-    for lock in locks.values():
-        pipe.set(lock.name, token, nx=True, px=int((lock.timeout or 0) * 1000) or None)
-    results = await pipe.execute()
-    for lock, ok in zip(locks.values(), results, strict=True):
+    names = [_name(lock) for lock in locks.values()]
+    pipe = client.pipeline(transaction=False)
+    calls = queue_script_per_slot(pipe, TAKE_FREE, names, [() for _ in names], shared=[token, lifetime_ms])
+    taken = per_key(calls, await pipe.execute())
+    for lock, ok in zip(locks.values(), taken, strict=True):
         if ok:
             lock.local.token = token
-    return [bool(ok) for ok in results]
+    return [bool(ok) for ok in taken]
 
 
 async def _release_held(client: Redis, locks: list[Lock]) -> list[bool]:
-    """Lock.release() for every lock, in one pipeline; answers which were still owned."""
+    """Lock.release() for every lock, in one script call (one per slot on a Cluster); answers
+    which were still owned."""
     if not locks:
         return []
     pipe = client.pipeline(transaction=False)
+    tokens = [[lock.local.token] for lock in locks]
+    calls = queue_script_per_slot(pipe, RELEASE_OWNED, [_name(lock) for lock in locks], tokens)
     for lock in locks:
-        assert lock.lua_release is not None  # registered when the Lock was made
-        queue_script(pipe, lock.lua_release, [lock.name], [lock.local.token])
         lock.local.token = None
-    return [bool(owned) for owned in await pipe.execute()]
+    return [bool(owned) for owned in per_key(calls, await pipe.execute())]
 
 
 async def _release_all(gateway: RedisGateway, locks: dict[int, Lock]) -> None:

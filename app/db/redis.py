@@ -25,6 +25,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import Sentinel
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -129,13 +130,40 @@ async def close_redis_client(client: Redis) -> None:
         await sentinel.aclose()
 
 
-def queue_script(pipe: Any, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> None:
+def queue_script(pipe: Any, script: AsyncScript | str, keys: Sequence[Any], args: Sequence[Any]) -> None:
     """Add a script call to a pipeline, as its text (EVAL; Redis keeps it compiled, by its text).
     By its digest (EVALSHA), redis-py would first ask SCRIPT EXISTS in a round trip of its own on
     every execute of the pipeline, and a cluster pipeline has no way to load a script on the node
     it reaches (a promoted replica, a restarted node, starts with no script cached)."""
-    body = script.script
+    body = script if isinstance(script, str) else script.script
     pipe.eval(body if isinstance(body, str) else bytes(body).decode(), len(keys), *keys, *args)
+
+
+def queue_script_per_slot(
+    pipe: Any, script: str, keys: Sequence[str], args_of_keys: Sequence[Sequence[Any]], shared: Sequence[Any] = ()
+) -> list[list[int]]:
+    """Add calls of a script taking many keys to a pipeline: one call for all of them, or on a
+    Redis Cluster one per slot (a script's keys must share one). Its ARGV is `shared`, then each
+    key's own arguments in the keys' order. Answers the keys' positions in each call, in the
+    pipeline's order: `per_key` puts the calls' answers (a list each) back in the keys' order."""
+    groups: dict[int, list[int]] = {}
+    cluster = isinstance(pipe, ClusterPipeline)
+    for position, key in enumerate(keys):
+        groups.setdefault(key_slot(key.encode()) if cluster else 0, []).append(position)
+    for positions in groups.values():
+        args = [arg for position in positions for arg in args_of_keys[position]]
+        queue_script(pipe, script, [keys[position] for position in positions], [*shared, *args])
+    return list(groups.values())
+
+
+def per_key(calls: list[list[int]], answers: Sequence[Sequence[Any]]) -> list[Any]:
+    """The answers of `queue_script_per_slot`'s calls, one per key, in the keys' order."""
+    by_position = {
+        position: answer
+        for positions, call_answers in zip(calls, answers, strict=True)
+        for position, answer in zip(positions, call_answers, strict=True)
+    }
+    return [by_position[position] for position in range(len(by_position))]
 
 
 def node_client(settings: Settings, host: str, port: int, *, subscriber: bool = False) -> Redis:

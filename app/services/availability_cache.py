@@ -17,28 +17,35 @@ import orjson
 
 from app.core import metrics
 from app.core.logging import get_logger
-from app.db.redis import RedisGateway, RedisUnavailable, queue_script
+from app.db.redis import RedisGateway, RedisUnavailable, queue_script_per_slot
 
 log = get_logger(__name__)
 NEVER = 253402300799.0  # 9999-12-31: no live hold to wait for
 
-# KEYS[1] entry; ARGV: figures JSON, version, ttl, hold expiry (epoch s, or -1), reset flag.
+# KEYS: the entries; ARGV[1]: ttl, ARGV[2]: reset flag, then for each entry in turn: its figures
+# JSON, version and hold expiry (epoch s, or -1). An answer per entry: 1 if stored.
 STORE_IF_NEWER = """
-local current = redis.call('GET', KEYS[1])
-local version = tonumber(ARGV[2])
-local checked_until = tonumber(ARGV[4])
-if checked_until < 0 then checked_until = nil end
-if current then
-  local old = cjson.decode(current)
-  if old['version'] > version or (old['version'] == version and ARGV[5] ~= '1') then return 0 end
-  if ARGV[5] ~= '1' and old['checked_until'] and (checked_until == nil or old['checked_until'] < checked_until) then
-    checked_until = old['checked_until']
+local function store(key, figures, version, checked_until)
+  if checked_until < 0 then checked_until = nil end
+  local current = redis.call('GET', key)
+  if current then
+    local old = cjson.decode(current)
+    if old['version'] > version or (old['version'] == version and ARGV[2] ~= '1') then return 0 end
+    if ARGV[2] ~= '1' and old['checked_until'] and (checked_until == nil or old['checked_until'] < checked_until) then
+      checked_until = old['checked_until']
+    end
   end
+  local entry = cjson.decode(figures)
+  entry['checked_until'] = checked_until or 0
+  redis.call('SET', key, cjson.encode(entry), 'EX', tonumber(ARGV[1]))
+  return 1
 end
-local entry = cjson.decode(ARGV[1])
-entry['checked_until'] = checked_until or 0
-redis.call('SET', KEYS[1], cjson.encode(entry), 'EX', tonumber(ARGV[3]))
-return 1
+local stored = {}
+for i, key in ipairs(KEYS) do
+  local at = 3 * i
+  stored[i] = store(key, ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]))
+end
+return stored
 """
 
 
@@ -46,7 +53,6 @@ class AvailabilityCache:
     def __init__(self, gateway: RedisGateway, ttl_seconds: int) -> None:
         self._gateway = gateway
         self._ttl = ttl_seconds
-        self._store = gateway.client.register_script(STORE_IF_NEWER)
 
     def _key(self, event_id: int) -> str:
         return self._gateway.key("availability", event_id)
@@ -75,11 +81,11 @@ class AvailabilityCache:
     async def queue_stores(
         self, pipe: Any, entries: list[tuple[dict[str, Any], datetime | float | None]], *, reset: bool = False
     ) -> None:
-        """Add the compare-and-set stores of `entries` to a pipeline the caller sends."""
-        for figures, hold_expiry in entries:
-            expiry = hold_expiry.timestamp() if isinstance(hold_expiry, datetime) else hold_expiry
-            args = [orjson.dumps(figures), figures["version"], self._ttl, -1 if expiry is None else expiry, int(reset)]
-            queue_script(pipe, self._store, [self._key(figures["event_id"])], args)
+        """Add the compare-and-set stores of `entries` to a pipeline the caller sends (one script
+        call for them all, one per slot on a Cluster)."""
+        keys = [self._key(figures["event_id"]) for figures, _ in entries]
+        args = [(orjson.dumps(figures), figures["version"], _expiry_arg(expiry)) for figures, expiry in entries]
+        queue_script_per_slot(pipe, STORE_IF_NEWER, keys, args, shared=[self._ttl, int(reset)])
 
     async def load(self, event_id: int, now: datetime) -> dict[str, Any] | None:
         """Cached figures still valid at `now`, or None (miss, lapsed check, or Redis down)."""
@@ -98,3 +104,10 @@ class AvailabilityCache:
         metrics.CACHE_LOOKUPS.labels("hit").inc()
         entry.pop("checked_until", None)
         return entry
+
+
+def _expiry_arg(hold_expiry: datetime | float | None) -> float:
+    """A hold expiry as the script takes it: epoch seconds, or -1 for none."""
+    if hold_expiry is None:
+        return -1
+    return hold_expiry.timestamp() if isinstance(hold_expiry, datetime) else hold_expiry
