@@ -197,3 +197,25 @@ def test_rush_fails_loudly_on_an_unexpected_answer(service: ServiceProcess, benc
     assert run.returncode == 1, out + run.stderr
     assert re.search(r"^FAILURE: webhook: unexpected answers \{401: \d+\}$", out, re.M), out
     assert value(out, "RESULT") == "FAILED", out
+
+
+def test_batch_cpu_books_through_the_batcher_and_prints_both_kinds(bench_settings: Settings) -> None:
+    command = [sys.executable, "-m", "bench.batch_cpu", "--rounds", "3", "--size", "4", "--events", "5"]
+    run = subprocess.run(
+        command, cwd=ROOT, env=process_env(bench_settings), capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    for kind in ("hot", "spread"):
+        assert re.search(rf"^{kind}\s+[\d.]+ ms CPU per batch\s+\d+ us per booking$", run.stdout, re.M), run.stdout
+    assert re.search(r"^spread/hot [\d.]+ \(CPU per batch, same run\)$", run.stdout, re.M), run.stdout
+
+    async def booked() -> int:
+        dsn = bench_settings.sqlalchemy_database_url.replace("postgresql+asyncpg://", "postgresql://")
+        connection = await asyncpg.connect(dsn)
+        try:
+            return int(await connection.fetchval("SELECT count(*) FROM bookings WHERE event_id >= 9000001"))
+        finally:
+            await connection.close()
+
+    warm_up = 20 * 4
+    assert asyncio.run(booked()) == warm_up + 2 * 3 * 4
