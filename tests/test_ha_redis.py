@@ -87,6 +87,14 @@ class Exercise:
             cached["version"] == figures["version"] and cached["available_capacity"] == figures["available_capacity"]
         )
 
+    async def cache_of_several_events(self) -> bool:
+        """A batch's figures, three events in three slots, stored by one script call per slot."""
+        gateway, events = self.api.runtime.redis, (7, 8, 9)
+        figures = [{"event_id": event_id, "version": 1, "available_capacity": event_id} for event_id in events]
+        await self.api.runtime.cache.store_many([(entry, None) for entry in figures])
+        stored = [await self.redis.get(gateway.key("availability", event_id)) for event_id in events]
+        return [orjson.loads(raw)["available_capacity"] if raw else None for raw in stored] == list(events)
+
     async def deny_list(self) -> bool:
         """`revoked:user:<id>` and `revoked:jti:<jti>` live in two slots: EXISTS is split by slot."""
         user = self.user()
@@ -119,6 +127,7 @@ class Exercise:
     async def all_features(self) -> None:
         assert await self.locks()
         assert await self.cache_and_feed()
+        assert await self.cache_of_several_events()
         assert await self.deny_list()
         assert await self.rate_limit()
         # A batch no replica acknowledged in time (a busy machine, a replica resyncing) is sent on a
