@@ -5,6 +5,7 @@ changed hands is never released by its former holder."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -71,3 +72,30 @@ async def test_with_one_lock_held_elsewhere_none_is_kept_while_waiting(
     await asyncio.wait_for(waiter, timeout=5)
     assert holding.is_set()
     assert await redis.exists(*names(gateway, EVENTS)) == 0
+
+
+async def test_holders_of_overlapping_events_take_turns_and_never_deadlock(settings: Settings) -> None:
+    """Forty holders at once, each of three to six of eight events (as many instances' batches
+    would be): never two inside with an event in common, and every one gets in."""
+    patient = settings.model_copy(update={"lock_wait_seconds": 30.0, "lock_poll_seconds": 0.001})
+    gateways = [RedisGateway(patient) for _ in range(4)]  # four instances' clients
+    rng = random.Random(7)
+    inside: set[int] = set()
+    entered = 0
+
+    async def hold(gateway: RedisGateway, events: list[int]) -> None:
+        nonlocal entered
+        async with event_locks(gateway, patient, events) as held:
+            assert held and not inside & set(events)
+            inside.update(events)
+            await asyncio.sleep(rng.uniform(0, 0.005))
+            inside.difference_update(events)
+            entered += 1
+
+    try:
+        holders = [hold(gateways[n % 4], rng.sample(range(1, 9), rng.randint(3, 6))) for n in range(40)]
+        await asyncio.wait_for(asyncio.gather(*holders), timeout=60)
+    finally:
+        for gateway in gateways:
+            await gateway.close()
+    assert entered == 40 and not inside
