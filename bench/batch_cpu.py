@@ -2,7 +2,7 @@
 this process, against the real PostgreSQL and Redis of the environment (`DATABASE_URL`,
 `REDIS_URL`; the database migrated, as for `make run`).
 
-Each round books `--size` seats at once, one per new user, either all of one event (`hot`) or each of
+Each round books `--size` seats at once, each for another user, either all of one event (`hot`) or each of
 a random one of `--events` (`spread`); the two kinds alternate, so a change of the machine's speed
 falls on both alike. It prints the process's CPU per batch and per booking for each, and their
 ratio: what a batch's events cost beyond its bookings, the figure to compare before and after a
@@ -22,6 +22,7 @@ from decimal import Decimal
 
 import uvloop
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.models.event_availability import EventAvailability
@@ -80,9 +81,9 @@ async def ensure_events(runtime: Runtime, count: int) -> list[int]:
     """The benchmark's events, created the first time (with seats enough for any run)."""
     wanted = list(range(FIRST_EVENT, FIRST_EVENT + count))
 
-    async def existing(session: object) -> set[int]:
+    async def existing(session: AsyncSession) -> set[int]:
         query = select(EventAvailability.event_id).where(EventAvailability.event_id.in_(wanted))
-        return set((await session.scalars(query)).all())  # type: ignore[attr-defined]
+        return set((await session.scalars(query)).all())
 
     there = await runtime.transactions.read(existing)
     data = EventAvailabilityUpsert(event_name="batch CPU", total_capacity=SEATS, price=Decimal("10.00"))

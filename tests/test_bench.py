@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from app.core.config import Settings
+from bench.batch_cpu import WARM_UP_ROUNDS
 from bench.checks import within
 from bench.results import new_run
 from bench.server import server_pids
@@ -217,5 +218,4 @@ def test_batch_cpu_books_through_the_batcher_and_prints_both_kinds(bench_setting
         finally:
             await connection.close()
 
-    warm_up = 20 * 4
-    assert asyncio.run(booked()) == warm_up + 2 * 3 * 4
+    assert asyncio.run(booked()) == WARM_UP_ROUNDS * 4 + 2 * 3 * 4

@@ -54,6 +54,7 @@ class Exercise:
         self.redis: Redis = api.runtime.redis.client
         self.feed: asyncio.Queue[dict[str, Any] | None] | None = None
         self.next_user = 100
+        self.cache_version = 0
 
     def user(self) -> int:
         self.next_user += 1
@@ -90,10 +91,14 @@ class Exercise:
     async def cache_of_several_events(self) -> bool:
         """A batch's figures, three events in three slots, stored by one script call per slot."""
         gateway, events = self.api.runtime.redis, (7, 8, 9)
-        figures = [{"event_id": event_id, "version": 1, "available_capacity": event_id} for event_id in events]
+        self.cache_version += 1  # newer at each check: stored again, not refused as already there
+        figures = [
+            {"event_id": event_id, "version": self.cache_version, "available_capacity": event_id} for event_id in events
+        ]
         await self.api.runtime.cache.store_many([(entry, None) for entry in figures])
         stored = [await self.redis.get(gateway.key("availability", event_id)) for event_id in events]
-        return [orjson.loads(raw)["available_capacity"] if raw else None for raw in stored] == list(events)
+        versions = [orjson.loads(raw)["version"] if raw else None for raw in stored]
+        return versions == [self.cache_version] * len(events)
 
     async def deny_list(self) -> bool:
         """`revoked:user:<id>` and `revoked:jti:<jti>` live in two slots: EXISTS is split by slot."""
@@ -127,7 +132,8 @@ class Exercise:
     async def all_features(self) -> None:
         assert await self.locks()
         assert await self.cache_and_feed()
-        assert await self.cache_of_several_events()
+        # The cache is written best-effort: a store that met a node not yet known as primary is skipped.
+        await eventually(self.cache_of_several_events, 20, "three events' figures stored in three slots")
         assert await self.deny_list()
         assert await self.rate_limit()
         # A batch no replica acknowledged in time (a busy machine, a replica resyncing) is sent on a

@@ -171,8 +171,8 @@ async def _try_all_at_once(client: Redis, locks: dict[int, Lock], lifetime_ms: i
     token = uuid.uuid4().hex.encode()  # this holder's, in every lock it takes at once
     names = [_name(lock) for lock in locks.values()]
     pipe = client.pipeline(transaction=False)
-    calls = queue_script_per_slot(pipe, TAKE_FREE, names, [() for _ in names], shared=[token, lifetime_ms])
-    taken = per_key(calls, await pipe.execute())
+    positions = queue_script_per_slot(pipe, TAKE_FREE, names, [() for _ in names], shared=[token, lifetime_ms])
+    taken = per_key(positions, await pipe.execute())
     for lock, ok in zip(locks.values(), taken, strict=True):
         if ok:
             lock.local.token = token
@@ -186,10 +186,10 @@ async def _release_held(client: Redis, locks: list[Lock]) -> list[bool]:
         return []
     pipe = client.pipeline(transaction=False)
     tokens = [[lock.local.token] for lock in locks]
-    calls = queue_script_per_slot(pipe, RELEASE_OWNED, [_name(lock) for lock in locks], tokens)
+    positions = queue_script_per_slot(pipe, RELEASE_OWNED, [_name(lock) for lock in locks], tokens)
     for lock in locks:
         lock.local.token = None
-    return [bool(owned) for owned in per_key(calls, await pipe.execute())]
+    return [bool(owned) for owned in per_key(positions, await pipe.execute())]
 
 
 async def _release_all(gateway: RedisGateway, locks: dict[int, Lock]) -> None:

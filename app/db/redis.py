@@ -145,25 +145,25 @@ def queue_script_per_slot(
     """Add calls of a script taking many keys to a pipeline: one call for all of them, or on a
     Redis Cluster one per slot (a script's keys must share one). Its ARGV is `shared`, then each
     key's own arguments in the keys' order. Answers the keys' positions in each call, in the
-    pipeline's order: `per_key` puts the calls' answers (a list each) back in the keys' order."""
-    groups: dict[int, list[int]] = {}
+    pipeline's order: `per_key` puts the calls' answers (a list each) back in the keys' order.
+    A script error on one key ends its call: the keys after it in that call are left undone."""
+    positions_per_slot: dict[int, list[int]] = {}
     cluster = isinstance(pipe, ClusterPipeline)
     for position, key in enumerate(keys):
-        groups.setdefault(key_slot(key.encode()) if cluster else 0, []).append(position)
-    for positions in groups.values():
+        positions_per_slot.setdefault(key_slot(key.encode()) if cluster else 0, []).append(position)
+    for positions in positions_per_slot.values():
         args = [arg for position in positions for arg in args_of_keys[position]]
         queue_script(pipe, script, [keys[position] for position in positions], [*shared, *args])
-    return list(groups.values())
+    return list(positions_per_slot.values())
 
 
-def per_key(calls: list[list[int]], answers: Sequence[Sequence[Any]]) -> list[Any]:
+def per_key(positions_per_call: list[list[int]], answers: Sequence[Sequence[Any]]) -> list[Any]:
     """The answers of `queue_script_per_slot`'s calls, one per key, in the keys' order."""
-    by_position = {
-        position: answer
-        for positions, call_answers in zip(calls, answers, strict=True)
-        for position, answer in zip(positions, call_answers, strict=True)
-    }
-    return [by_position[position] for position in range(len(by_position))]
+    by_key: list[Any] = [None] * sum(len(positions) for positions in positions_per_call)
+    for positions, call_answers in zip(positions_per_call, answers, strict=True):
+        for position, answer in zip(positions, call_answers, strict=True):
+            by_key[position] = answer
+    return by_key
 
 
 def node_client(settings: Settings, host: str, port: int, *, subscriber: bool = False) -> Redis:
