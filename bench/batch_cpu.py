@@ -2,9 +2,9 @@
 this process, against the real PostgreSQL and Redis of the environment (`DATABASE_URL`,
 `REDIS_URL`; the database migrated, as for `make run`).
 
-Each round books `--size` seats at once, each for another user, either all of one event (`hot`) or each of
-a random one of `--events` (`spread`); the two kinds alternate, so a change of the machine's speed
-falls on both alike. It prints the process's CPU per batch and per booking for each, and their
+Each round books `--size` single seats at once, each for another user, either all of one event
+(`hot`) or each of a random one of `--events` (`spread`); the two kinds alternate, so a change of
+the machine's speed falls on both alike. It prints the process's CPU per batch and per booking for each, and their
 ratio: what a batch's events cost beyond its bookings, the figure to compare before and after a
 change of the batch path (bench/README.md).
 
