@@ -38,6 +38,7 @@ ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_
 # Probes and scrapes every few seconds would drown the traces that matter.
 UNTRACED_PATHS = frozenset({"/health", "/api/v1/health", "/metrics"})
 BATCH_SPAN = "booking.batch"
+BATCH_SIZE = "booking.batch.size"  # the span attribute: the bookings its batch served
 OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 _OFF_SPAN: AbstractContextManager[object] = nullcontext()
@@ -157,7 +158,7 @@ def batch_span(size: int, served: Iterable[SpanContext | None]) -> AbstractConte
         return _OFF_SPAN
     links = [Link(span_context) for span_context in served if span_context is not None]
     return tracer.start_as_current_span(
-        BATCH_SPAN, context=otel_context.Context(), links=links, attributes={"booking.batch.size": size}
+        BATCH_SPAN, context=otel_context.Context(), links=links, attributes={BATCH_SIZE: size}
     )
 
 
@@ -170,4 +171,4 @@ def batch_joined(size: int, joined: Iterable[SpanContext | None]) -> None:
     for span_context in joined:
         if span_context is not None:
             span.add_link(span_context)
-    span.set_attribute("booking.batch.size", size)
+    span.set_attribute(BATCH_SIZE, size)
