@@ -1,6 +1,7 @@
 """The Redis locks of several events, taken and released together (one script call each way), on
-the real Redis: every lock or none is held while another holder has one of them, and a lock that
-changed hands is never released by its former holder."""
+the real Redis: every lock or none is held while another holder has one of them (`event_locks`), or
+the free ones only (`free_event_locks`), and a lock that changed hands is never released by its
+former holder."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.core.config import Settings
-from app.db.lock import event_locks
+from app.db.lock import event_locks, free_event_locks
 from app.db.redis import RedisGateway
 
 EVENTS = [3, 1, 2]
@@ -103,3 +104,49 @@ async def test_holders_of_overlapping_events_take_turns_and_never_deadlock(setti
         for gateway in gateways:
             await gateway.close()
     assert entered == 40 and not inside
+
+
+async def test_the_free_locks_are_taken_at_once_and_a_busy_one_is_left_to_its_holder(
+    gateway: RedisGateway, settings: Settings
+) -> None:
+    redis: Redis = gateway.client
+    elsewhere = gateway.key("lock", "event", 2)
+    await redis.set(elsewhere, b"another holder")
+    async with asyncio.timeout(1):  # no wait for event 2, though 30 s are allowed
+        async with free_event_locks(gateway, settings, EVENTS, wait_seconds=30) as held:
+            assert held == {1, 3}
+            assert await redis.exists(*names(gateway, [1, 3])) == 2
+    assert await redis.exists(*names(gateway, [1, 3])) == 0
+    assert await redis.get(elsewhere) == b"another holder"
+
+
+async def test_with_no_lock_free_the_first_is_waited_for_then_the_others_free_by_then_taken(
+    gateway: RedisGateway, settings: Settings
+) -> None:
+    redis: Redis = gateway.client
+    for name in names(gateway, EVENTS):
+        await redis.set(name, b"another holder")
+    entered: asyncio.Future[frozenset[int]] = asyncio.get_running_loop().create_future()
+
+    async def book() -> None:
+        async with free_event_locks(gateway, settings, EVENTS, wait_seconds=30) as held:
+            entered.set_result(held)
+
+    waiter = asyncio.create_task(book())
+    await asyncio.sleep(0.2)
+    assert not entered.done()
+    await redis.delete(gateway.key("lock", "event", 3))  # free, but it is event 1 that is waited for
+    await asyncio.sleep(0.2)
+    assert not entered.done()
+    await redis.delete(gateway.key("lock", "event", 1))
+    assert await asyncio.wait_for(entered, timeout=5) == {1, 3}
+    await waiter
+    assert await redis.get(gateway.key("lock", "event", 2)) == b"another holder"
+
+
+async def test_a_first_lock_that_stays_busy_yields_no_event_after_the_wait(
+    gateway: RedisGateway, settings: Settings
+) -> None:
+    await gateway.client.set(gateway.key("lock", "event", 1), b"another holder")
+    async with asyncio.timeout(5), free_event_locks(gateway, settings, [1], wait_seconds=0.2) as held:
+        assert held == frozenset()

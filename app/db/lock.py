@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from redis.asyncio import Redis
@@ -94,6 +94,12 @@ class EventLocks:
         """The events' Redis locks, for the body (in this instance's turn); yields whether held."""
         return event_locks(self._gateway, self._settings, event_ids)
 
+    def free_across_instances(
+        self, event_ids: Iterable[int], wait_seconds: float
+    ) -> AbstractAsyncContextManager[frozenset[int]]:
+        """The Redis locks of those events that are free, for the body; yields the events held."""
+        return free_event_locks(self._gateway, self._settings, event_ids, wait_seconds)
+
 
 @asynccontextmanager
 async def event_locks(gateway: RedisGateway, settings: Settings, event_ids: Iterable[int]) -> AsyncIterator[bool]:
@@ -103,28 +109,64 @@ async def event_locks(gateway: RedisGateway, settings: Settings, event_ids: Iter
     contention everything is let go and the locks are taken one by one in event order, the
     classic way to never deadlock with another instance doing the same.
     """
+    async with _locks_taken(gateway, settings, event_ids, _acquire_all) as held:
+        yield held is not None
+
+
+@asynccontextmanager
+async def free_event_locks(
+    gateway: RedisGateway, settings: Settings, event_ids: Iterable[int], wait_seconds: float
+) -> AsyncIterator[frozenset[int]]:
+    """Hold the Redis locks of those of the events that are free now; yields the events held.
+
+    For a batch of many events' bookings: the free events go on without waiting for a busy one.
+    Only when none is free does it wait, up to `wait_seconds`, for the first, then take the others
+    that are free by then; it yields no event if the first stayed busy. It never waits while
+    holding a lock, so it cannot deadlock. With Redis unreachable it yields every event, as
+    `event_locks` goes on without the locks.
+    """
+
+    ids = frozenset(event_ids)
+
+    async def take(client: Redis, locks: dict[int, Lock], lifetime_ms: int) -> list[int]:
+        return await _take_free(client, locks, lifetime_ms, wait_seconds)
+
+    async with _locks_taken(gateway, settings, ids, take) as held:
+        yield ids if held is None else held
+
+
+Take = Callable[[Redis, dict[int, Lock], int], Awaitable[list[int]]]
+
+
+@asynccontextmanager
+async def _locks_taken(
+    gateway: RedisGateway, settings: Settings, event_ids: Iterable[int], take: Take
+) -> AsyncIterator[frozenset[int] | None]:
+    """The events whose locks `take` got, held for the body and then released; None when Redis is
+    unreachable (the body goes on without them, and that is logged and counted)."""
     locks = {event_id: _lock(gateway, settings, event_id) for event_id in sorted(set(event_ids))}
     lifetime_ms = max(1, int(settings.lock_timeout_seconds * 1000))
     started = time.perf_counter()
     try:
-        await gateway.call("lock_acquire", lambda client: _acquire_all(client, locks, lifetime_ms))
+        held = await gateway.call("lock_acquire", lambda client: take(client, locks, lifetime_ms))
     except RedisUnavailable:
         metrics.LOCK_ACQUISITIONS.labels("redis_unavailable").inc(len(locks))
         log.warning("event_lock_skipped_redis_unavailable", event_ids=list(locks))
-        yield False
+        yield None
         return
     metrics.LOCK_WAIT.observe(time.perf_counter() - started)
-    metrics.LOCK_ACQUISITIONS.labels("acquired").inc(len(locks))
+    metrics.LOCK_ACQUISITIONS.labels("acquired").inc(len(held))
     try:
-        yield True
+        yield frozenset(held)
     finally:
-        await _release_all(gateway, locks)
+        await _release_all(gateway, {event_id: locks[event_id] for event_id in held})
 
 
-async def _acquire_all(client: Redis, locks: dict[int, Lock], lifetime_ms: int) -> None:
+async def _acquire_all(client: Redis, locks: dict[int, Lock], lifetime_ms: int) -> list[int]:
+    """Every lock (`event_locks`), or LockTimeoutError."""
     held = await _try_all_at_once(client, locks, lifetime_ms)
     if all(held):
-        return
+        return list(locks)
     await _release_held(client, [lock for lock, ok in zip(locks.values(), held, strict=True) if ok])
     taken: list[Lock] = []
     for event_id, lock in locks.items():
@@ -133,6 +175,19 @@ async def _acquire_all(client: Redis, locks: dict[int, Lock], lifetime_ms: int) 
             metrics.LOCK_ACQUISITIONS.labels("timeout").inc()
             raise LockTimeoutError(event_id)
         taken.append(lock)
+    return list(locks)
+
+
+async def _take_free(client: Redis, locks: dict[int, Lock], lifetime_ms: int, wait_seconds: float) -> list[int]:
+    """The free locks, or the first one waited for and the others free by then (`free_event_locks`)."""
+    taken = await _try_all_at_once(client, locks, lifetime_ms)
+    if locks and not any(taken):
+        first, *rest = locks
+        if not await locks[first].acquire(blocking_timeout=max(0.0, wait_seconds)):
+            return []
+        others = {event_id: locks[event_id] for event_id in rest}
+        taken = [True, *(await _try_all_at_once(client, others, lifetime_ms) if others else [])]
+    return [event_id for event_id, ok in zip(locks, taken, strict=True) if ok]
 
 
 # KEYS: the locks; ARGV[1]: the holder's token, ARGV[2]: the locks' lifetime (ms). An answer per

@@ -13,6 +13,11 @@ ceiling of one booking per transaction, and how many quiet events share round tr
 Seats go to requests in arrival order; a request that does not fit in what is left is refused
 with `insufficient_capacity` while smaller ones behind it may still fit.
 
+An event whose lock another writer holds does not hold up the batch's other events: they are booked
+at once, and its requests go first into the next batch, again and again, until they get its lock or
+`LOCK_WAIT_SECONDS` have passed since they first met it (then `lock_timeout`, for them alone). Only
+a batch with no free event waits for a lock.
+
 A batch that fails on a value PostgreSQL cannot take (a data error) failed for one of its requests,
 not for all: it is split in halves and each half booked again, down to the request(s) at fault,
 which alone are refused. Only failures cost the extra transactions; the fast path is unchanged.
@@ -35,6 +40,7 @@ from app.core.config import Settings
 from app.core.errors import (
     AppError,
     InsufficientCapacityError,
+    LockTimeoutError,
     NotFoundError,
     SalesClosedError,
     UnstorableValueError,
@@ -90,7 +96,13 @@ class BookingRequest:
     # Taken from the submitting request's context: the batch runs in a task of its own.
     request_id: str | None = field(default_factory=audit.current_request_id)
     span_context: SpanContext | None = field(default_factory=tracing.current_span_context)  # to link its batch
+    # When it stops waiting for its event's lock: LOCK_WAIT_SECONDS after its first batch.
+    lock_deadline: float | None = None
     future: asyncio.Future[BookingRead] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class EventBusy(Exception):
+    """The request's event is locked by another writer: the request waits for a later batch."""
 
 
 Outcome = BookingRead | Exception
@@ -150,8 +162,40 @@ class BookingBatcher:
         if refused and await self._released_lapsed({r.event_id for r in refused}):
             # Seats held by lapsed holds came back: the refused requests get a second look.
             outcomes.update(await self._attempt(refused))
+        busy: list[BookingRequest] = []
         for request in batch:
-            _settle(request, outcomes[id(request)])
+            outcome = outcomes[id(request)]
+            if isinstance(outcome, EventBusy):
+                busy.append(request)
+            else:
+                _settle(request, outcome)
+        self._wait_again(busy)
+
+    def _wait_again(self, busy: list[BookingRequest]) -> None:
+        """Requests whose event was busy go first in the next batch, in arrival order, unless their
+        time to wait for its lock is over."""
+        now = asyncio.get_running_loop().time()
+        again: list[BookingRequest] = []
+        timed_out: set[int] = set()
+        for request in busy:
+            if request.lock_deadline is None:  # a latecomer, whose event turned busy at a second look
+                request.lock_deadline = now + self._settings.lock_wait_seconds
+            if request.lock_deadline > now:
+                again.append(request)
+            else:
+                timed_out.add(request.event_id)
+                _settle(request, LockTimeoutError(request.event_id))
+        metrics.LOCK_ACQUISITIONS.labels("timeout").inc(len(timed_out))
+        self._queue.extendleft(reversed(again))
+
+    def _lock_wait_left(self, batch: list[BookingRequest]) -> float:
+        """How long the batch may wait for a busy event's lock: until the earliest deadline of its
+        requests, each set at the first batch it is in."""
+        now = asyncio.get_running_loop().time()
+        for request in batch:
+            if request.lock_deadline is None:
+                request.lock_deadline = now + self._settings.lock_wait_seconds
+        return min(request.lock_deadline for request in batch if request.lock_deadline is not None) - now
 
     async def _released_lapsed(self, event_ids: set[int]) -> bool:
         """Expire the events' lapsed holds; a failure here only means no second look."""
@@ -172,12 +216,15 @@ class BookingBatcher:
         async def book_with_latecomers(uow: UnitOfWork) -> dict[int, Outcome]:
             nonlocal take_latecomers
             if take_latecomers:  # at the first attempt only: a retry books the same requests again
-                self._take_latecomers(batch, by_event)
+                self._take_latecomers(batch, by_event, uow.locked_events)
                 take_latecomers = False
             return await self._book(uow, by_event)
 
+        wait_seconds = self._lock_wait_left(batch)
         try:
-            return await self._transactions.locked(list(by_event), book_with_latecomers, rows_first=False)
+            return await self._transactions.locked_where_free(
+                list(by_event), book_with_latecomers, wait_seconds=wait_seconds
+            )
         except Exception as exc:
             failure: Exception = exc
             if is_data_error(exc):
@@ -190,11 +237,13 @@ class BookingBatcher:
                 log.exception("booking_batch_failed", size=len(batch))
             return {id(request): failure for request in batch}
 
-    def _take_latecomers(self, batch: list[BookingRequest], by_event: dict[int, list[BookingRequest]]) -> None:
-        """Move the requests that queued for the batch's events while it waited for them into it, in
-        arrival order, up to `BOOKING_BATCH_MAX`: it is this instance's turn at those events now, and
-        they would otherwise wait for its whole transaction and then another. `batch` grows in
-        place: its caller answers all of it."""
+    def _take_latecomers(
+        self, batch: list[BookingRequest], by_event: dict[int, list[BookingRequest]], locked: frozenset[int]
+    ) -> None:
+        """Move the requests that queued for the batch's `locked` events while it waited for them into
+        it, in arrival order, up to `BOOKING_BATCH_MAX`: it is this instance's turn at those events
+        now, and they would otherwise wait for its whole transaction and then another. `batch` grows
+        in place: its caller answers all of it."""
         limit = self._settings.booking_batch_max
         if len(batch) >= limit or not self._queue:
             return
@@ -202,7 +251,7 @@ class BookingBatcher:
         self._queue.clear()
         joined: list[BookingRequest] = []
         for request in waiting:
-            same_event = by_event.get(request.event_id)
+            same_event = by_event.get(request.event_id) if request.event_id in locked else None
             if same_event is None or len(batch) + len(joined) >= limit:
                 self._queue.append(request)
             else:
@@ -223,7 +272,16 @@ class BookingBatcher:
         outcomes.update(await self._attempt(batch[middle:]))
         return outcomes
 
-    async def _book(self, uow: UnitOfWork, by_event: dict[int, list[BookingRequest]]) -> dict[int, Outcome]:
+    async def _book(self, uow: UnitOfWork, requested: dict[int, list[BookingRequest]]) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {
+            id(request): EventBusy()
+            for event_id, requests in requested.items()
+            if event_id not in uow.locked_events
+            for request in requests
+        }
+        by_event = {event_id: requests for event_id, requests in requested.items() if event_id in uow.locked_events}
+        if not by_event:
+            return outcomes
         # Several events: their rows are locked now, in event order, against deadlocks. A single
         # (hot) event's row is locked only by the capacity UPDATE at the end, for the least time.
         read = READ_EVENTS_LOCKED if len(by_event) > 1 else READ_EVENTS
@@ -233,7 +291,6 @@ class BookingBatcher:
         booking_ids: list[int] = read_rows[0].booking_ids if read_rows else []
         buyers = [(request.event_id, request.user_id) for requests in by_event.values() for request in requests]
         allowance = await buyer_limit.allowance_for(uow.session, events.values(), buyers)
-        outcomes: dict[int, Outcome] = {}
         accepted: list[tuple[BookingRequest, EventAvailability]] = []
         for event_id, requests in by_event.items():
             event = events.get(event_id)
