@@ -1,6 +1,7 @@
-"""An event whose lock another writer holds neither holds up nor fails the other events of the
-batch it is in: they are booked at once, and its requests wait in later batches for its lock, until
-LOCK_WAIT_SECONDS have passed since they first met it."""
+"""An event whose lock another writer holds (another instance's Redis lock, or this instance's turn)
+neither holds up nor fails the other events of the batch it is in: they are booked at once, and its
+requests wait in later batches for its lock, until LOCK_WAIT_SECONDS have passed since they first
+met it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.core.config import Settings
 from app.core.errors import LockTimeoutError
 from app.schemas.booking import BookingRead
+from app.services.unit_of_work import UnitOfWork
 from tests.checks import assert_invariant
 from tests.conftest import Api, running_app
-from tests.support import lock_held_elsewhere, request_for
+from tests.support import lock_held_elsewhere, request_for, until
 
 
 async def bookings_of(db: AsyncConnection, event_id: int) -> list[int]:
@@ -44,6 +46,34 @@ async def test_a_busy_event_does_not_hold_up_the_batchs_other_events(api: Api, d
     assert await bookings_of(db, 1) == [100, 101, 102]
     assert (await api.availability(1))["available_capacity"] == 47
     assert (await api.availability(2))["available_capacity"] == 48
+    await assert_invariant(db)
+
+
+async def test_a_writer_here_waiting_for_a_busy_event_does_not_hold_up_the_batchs_other_events(
+    api: Api, db: AsyncConnection
+) -> None:
+    """Another writer of this instance (a cancellation, say) at event 1's turn, itself waiting for
+    the event's lock held elsewhere: the batch books event 2 without waiting for that turn."""
+    await api.create_event(1, capacity=50)
+    await api.create_event(2, capacity=50)
+    batcher, locks = api.runtime.batcher, api.runtime.locks
+    changed = asyncio.Event()
+
+    async def change(uow: UnitOfWork) -> None:
+        changed.set()
+
+    async with lock_held_elsewhere(api, 1):
+        writer = asyncio.create_task(api.runtime.transactions.locked(1, change))
+        await until(lambda: 1 in locks._local and locks._local[1].locked())  # its turn, waiting for Redis
+        busy = asyncio.create_task(batcher.submit(request_for(100, 1)))
+        free = asyncio.create_task(batcher.submit(request_for(200, 2)))
+        booking = await asyncio.wait_for(free, timeout=1.5)
+        assert booking.user_id == 200
+        assert not busy.done() and not changed.is_set()
+    await asyncio.wait_for(writer, timeout=5)
+    assert changed.is_set()
+    assert (await asyncio.wait_for(busy, timeout=5)).user_id == 100
+    assert await bookings_of(db, 1) == [100]
     await assert_invariant(db)
 
 

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.core.config import Settings
-from app.db.lock import event_locks, free_event_locks
+from app.db.lock import EventLocks, event_locks, free_event_locks
 from app.db.redis import RedisGateway
 
 EVENTS = [3, 1, 2]
@@ -150,3 +150,17 @@ async def test_a_first_lock_that_stays_busy_yields_no_event_after_the_wait(
     await gateway.client.set(gateway.key("lock", "event", 1), b"another holder")
     async with asyncio.timeout(5), free_event_locks(gateway, settings, [1], wait_seconds=0.2) as held:
         assert held == frozenset()
+
+
+async def test_a_turn_taken_in_this_instance_is_left_and_waited_for_only_when_none_is_free(
+    gateway: RedisGateway, settings: Settings
+) -> None:
+    locks = EventLocks(gateway, settings)
+    now = asyncio.get_running_loop().time
+    async with locks.turn([2]):  # another writer of this instance at event 2
+        async with asyncio.timeout(1), locks.free_turn([3, 2, 1], now() + 30) as ours:
+            assert ours == [1, 3]
+        async with locks.free_turn([2], now() + 0.2) as ours:
+            assert ours == []
+    async with locks.free_turn([2], now() + 0.2) as ours:
+        assert ours == [2]

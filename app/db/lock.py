@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
@@ -56,18 +56,48 @@ class EventLocks:
         self._users: dict[int, int] = {}
 
     @asynccontextmanager
-    async def turn(self, event_ids: Iterable[int]) -> AsyncIterator[None]:
-        """This instance's turn at every given event, for the body."""
+    async def turn(self, event_ids: Iterable[int]) -> AsyncIterator[list[int]]:
+        """This instance's turn at every given event, for the body; yields the events."""
         ids = sorted(set(event_ids))
+        taken: list[asyncio.Lock] = []
+        with self._using(ids):
+            try:
+                await self._queue_for(ids, taken)
+                yield ids
+            finally:
+                _release_local(taken)
+
+    @asynccontextmanager
+    async def free_turn(self, event_ids: Iterable[int], wait_until: float) -> AsyncIterator[list[int]]:
+        """This instance's turn at those of the events no other writer here is at or waiting for,
+        for the body; yields those events. When none is free, it waits for the first until the
+        event loop's time `wait_until`, and yields no event if that one's turn has not come."""
+        ids = sorted(set(event_ids))
+        taken: dict[int, asyncio.Lock] = {}
+        with self._using(ids):
+            try:
+                for event_id in ids:
+                    if self._users[event_id] == 1:  # only this writer: its lock is free, nobody queues
+                        await self._local[event_id].acquire()
+                        taken[event_id] = self._local[event_id]
+                if ids and not taken:
+                    with suppress(TimeoutError):
+                        async with asyncio.timeout_at(wait_until):
+                            await self._local[ids[0]].acquire()
+                            taken[ids[0]] = self._local[ids[0]]
+                yield list(taken)
+            finally:
+                _release_local(list(taken.values()))
+
+    @contextmanager
+    def _using(self, ids: list[int]) -> Iterator[None]:
+        """The events' in-process locks, kept while someone uses them."""
         for event_id in ids:
             self._users[event_id] = self._users.get(event_id, 0) + 1
-        taken: list[asyncio.Lock] = []
+            self._local.setdefault(event_id, asyncio.Lock())
         try:
-            await self._queue_for(ids, taken)
             yield
         finally:
-            for local in taken:
-                local.release()
             for event_id in ids:
                 self._forget(event_id)
 
@@ -77,7 +107,7 @@ class EventLocks:
         try:
             async with asyncio.timeout(self._settings.lock_queue_seconds):
                 for waiting_for in ids:
-                    local = self._local.setdefault(waiting_for, asyncio.Lock())
+                    local = self._local[waiting_for]
                     await local.acquire()
                     taken.append(local)
         except TimeoutError:
@@ -95,10 +125,16 @@ class EventLocks:
         return event_locks(self._gateway, self._settings, event_ids)
 
     def free_across_instances(
-        self, event_ids: Iterable[int], wait_seconds: float
+        self, event_ids: Iterable[int], wait_until: float
     ) -> AbstractAsyncContextManager[frozenset[int]]:
         """The Redis locks of those events that are free, for the body; yields the events held."""
+        wait_seconds = wait_until - asyncio.get_running_loop().time()
         return free_event_locks(self._gateway, self._settings, event_ids, wait_seconds)
+
+
+def _release_local(taken: list[asyncio.Lock]) -> None:
+    for local in taken:
+        local.release()
 
 
 @asynccontextmanager
@@ -127,6 +163,9 @@ async def free_event_locks(
     """
 
     ids = frozenset(event_ids)
+    if not ids:
+        yield ids
+        return
 
     async def take(client: Redis, locks: dict[int, Lock], lifetime_ms: int) -> list[int]:
         return await _take_free(client, locks, lifetime_ms, wait_seconds)

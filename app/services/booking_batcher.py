@@ -13,10 +13,11 @@ ceiling of one booking per transaction, and how many quiet events share round tr
 Seats go to requests in arrival order; a request that does not fit in what is left is refused
 with `insufficient_capacity` while smaller ones behind it may still fit.
 
-An event whose lock another writer holds does not hold up the batch's other events: they are booked
-at once, and its requests go first into the next batch, again and again, until they get its lock or
-`LOCK_WAIT_SECONDS` have passed since they first met it (then `lock_timeout`, for them alone). Only
-a batch with no free event waits for a lock.
+An event whose lock another writer holds (another instance's Redis lock, or this instance's turn)
+does not hold up the batch's other events: they are booked at once, and its requests go first into
+the next batch, again and again, until they get its lock or `LOCK_WAIT_SECONDS` have passed since
+they first met it (then `lock_timeout`, for them alone). Only a batch with no free event waits for a
+lock.
 
 A batch that fails on a value PostgreSQL cannot take (a data error) failed for one of its requests,
 not for all: it is split in halves and each half booked again, down to the request(s) at fault,
@@ -188,14 +189,14 @@ class BookingBatcher:
         metrics.LOCK_ACQUISITIONS.labels("timeout").inc(len(timed_out))
         self._queue.extendleft(reversed(again))
 
-    def _lock_wait_left(self, batch: list[BookingRequest]) -> float:
-        """How long the batch may wait for a busy event's lock: until the earliest deadline of its
-        requests, each set at the first batch it is in."""
+    def _lock_wait_until(self, batch: list[BookingRequest]) -> float:
+        """Until when the batch may wait for a busy event's lock (event loop time): the earliest
+        deadline of its requests, each set at the first batch it is in."""
         now = asyncio.get_running_loop().time()
         for request in batch:
             if request.lock_deadline is None:
                 request.lock_deadline = now + self._settings.lock_wait_seconds
-        return min(request.lock_deadline for request in batch if request.lock_deadline is not None) - now
+        return min(request.lock_deadline for request in batch if request.lock_deadline is not None)
 
     async def _released_lapsed(self, event_ids: set[int]) -> bool:
         """Expire the events' lapsed holds; a failure here only means no second look."""
@@ -220,10 +221,10 @@ class BookingBatcher:
                 take_latecomers = False
             return await self._book(uow, by_event)
 
-        wait_seconds = self._lock_wait_left(batch)
+        wait_until = self._lock_wait_until(batch)
         try:
             return await self._transactions.locked_where_free(
-                list(by_event), book_with_latecomers, wait_seconds=wait_seconds
+                list(by_event), book_with_latecomers, wait_until=wait_until
             )
         except Exception as exc:
             failure: Exception = exc

@@ -206,38 +206,46 @@ class Transactions:
             await _lock_rows(uow.session, ids)
             return await operation(uow)
 
-        redis_locks = self._infrastructure.locks.across_instances(ids)
-        async with self._session_under_locks(ids, redis_locks) as (session, _):
+        locks = self._infrastructure.locks
+        async with self._session_under_locks(locks.turn(ids), locks.across_instances) as (session, _):
             run = rows_locked_first if rows_first else operation
             uow, result = await self._retrying(lambda: self._attempt(session, run, frozenset(ids)))
         # After the lock: the cache compares versions, so the order writers get here in is harmless.
         return await self._after_commit(uow, result)
 
-    async def locked_where_free(self, event_ids: Sequence[int], operation: Operation[T], *, wait_seconds: float) -> T:
-        """Run `operation` in one transaction under the locks of those events that are free now
-        (`uow.locked_events` names them; only their seats may move), retrying stale versions. When
-        none is free it waits up to `wait_seconds` for the first (app/db/lock.py,
-        `free_event_locks`), and runs with no event locked if that one stays busy."""
-        ids = sorted(set(event_ids))
-        redis_locks = self._infrastructure.locks.free_across_instances(ids, wait_seconds)
-        async with self._session_under_locks(ids, redis_locks) as (session, held):
+    async def locked_where_free(self, event_ids: Sequence[int], operation: Operation[T], *, wait_until: float) -> T:
+        """Run `operation` in one transaction under the locks (this instance's turn and the Redis
+        lock) of those events that are free now: `uow.locked_events` names them, and only their
+        seats may move. Retries stale versions. When none is free it waits for the first, until the
+        event loop's time `wait_until`, and runs with no event locked if that one stays busy
+        (app/db/lock.py: `EventLocks.free_turn`, `free_event_locks`)."""
+        locks = self._infrastructure.locks
+
+        def free_redis_locks(ours: Sequence[int]) -> AbstractAsyncContextManager[frozenset[int]]:
+            return locks.free_across_instances(ours, wait_until)
+
+        free_turn = locks.free_turn(event_ids, wait_until)
+        async with self._session_under_locks(free_turn, free_redis_locks) as (session, held):
             uow, result = await self._retrying(lambda: self._attempt(session, operation, held))
         return await self._after_commit(uow, result)
 
     @asynccontextmanager
     async def _session_under_locks(
-        self, event_ids: Sequence[int], redis_locks: AbstractAsyncContextManager[X]
+        self,
+        turn: AbstractAsyncContextManager[Sequence[int]],
+        redis_locks: Callable[[Sequence[int]], AbstractAsyncContextManager[X]],
     ) -> AsyncIterator[tuple[AsyncSession, X]]:
-        """A session under the events' `redis_locks` (with what they yield). Its connection is
-        taken from the pool (and checked: one round trip) after this instance's turn at the events
-        and before their Redis locks: those are held for the transaction alone, and no more than
-        one connection per event and instance waits for them (waiting for the turn holds none)."""
+        """A session under this instance's `turn` at the events and the `redis_locks` of the events
+        it yields (with what they yield). Its connection is taken from the pool (and checked: one
+        round trip) after the turn and before the Redis locks: those are held for the transaction
+        alone, and no more than one connection per event and instance waits for them (waiting for
+        the turn holds none)."""
         infrastructure = self._infrastructure
         async with (
-            infrastructure.locks.turn(event_ids),
+            turn as ours,
             infrastructure.engine.connect() as connection,
             infrastructure.sessionmaker(bind=connection) as session,
-            redis_locks as held,
+            redis_locks(ours) as held,
         ):
             yield session, held
 
@@ -348,8 +356,8 @@ class Transactions:
         await self._groups.close()
 
     async def _run_group(self, event_id: int, group: list[_Grouped[Any]]) -> list[Any]:
-        redis_lock = self._infrastructure.locks.across_instances([event_id])
-        async with self._session_under_locks([event_id], redis_lock) as (session, _):
+        locks = self._infrastructure.locks
+        async with self._session_under_locks(locks.turn([event_id]), locks.across_instances) as (session, _):
             done = await self._retrying(lambda: self._group_attempt(session, event_id, group))
         await self._announce([uow for uow, outcome in done if not isinstance(outcome, BaseException)])
         outcomes: list[Any] = []
