@@ -50,10 +50,15 @@ async def test_a_busy_event_does_not_hold_up_the_batchs_other_events(api: Api, d
 
 
 async def test_a_writer_here_waiting_for_a_busy_event_does_not_hold_up_the_batchs_other_events(
-    api: Api, db: AsyncConnection
+    settings: Settings, db: AsyncConnection
 ) -> None:
     """Another writer of this instance (a cancellation, say) at event 1's turn, itself waiting for
     the event's lock held elsewhere: the batch books event 2 without waiting for that turn."""
+    async with running_app(settings.model_copy(update={"lock_wait_seconds": 10.0})) as api:
+        await writer_here_and_batch(api, db)
+
+
+async def writer_here_and_batch(api: Api, db: AsyncConnection) -> None:
     await api.create_event(1, capacity=50)
     await api.create_event(2, capacity=50)
     batcher, locks = api.runtime.batcher, api.runtime.locks
@@ -80,26 +85,36 @@ async def test_a_writer_here_waiting_for_a_busy_event_does_not_hold_up_the_batch
 async def test_a_request_whose_event_stays_busy_fails_alone_when_its_wait_is_over(
     settings: Settings, db: AsyncConnection
 ) -> None:
-    wait = 0.5
+    """Event 2's requests keep coming, one every 50 ms, while event 1 stays busy: each is booked at
+    once, not after event 1's wait; event 1's request alone is refused, once its wait is over."""
+    wait = 1.0
     async with running_app(settings.model_copy(update={"lock_wait_seconds": wait})) as api:
         await api.create_event(1, capacity=50)
         await api.create_event(2, capacity=50)
         batcher = api.runtime.batcher
-        loop = asyncio.get_running_loop()
+        clock = asyncio.get_running_loop().time
+
+        async def book_timed(user_id: int, event_id: int) -> tuple[float, BookingRead]:
+            started = clock()
+            booking = await batcher.submit(request_for(user_id, event_id))
+            return clock() - started, booking
+
         async with lock_held_elsewhere(api, 1):
-            started = loop.time()
-            busy = asyncio.create_task(batcher.submit(request_for(100, 1)))
-            free = [asyncio.create_task(batcher.submit(request_for(200, 2)))]
-            while not busy.done():  # event 2's bookings keep coming: batches with a free event
-                free.append(asyncio.create_task(batcher.submit(request_for(200 + len(free), 2))))
+            started = clock()
+            busy = asyncio.create_task(book_timed(100, 1))
+            free = [asyncio.create_task(book_timed(200, 2))]
+            while not busy.done():
                 await asyncio.sleep(0.05)
-            waited = loop.time() - started
+                free.append(asyncio.create_task(book_timed(200 + len(free), 2)))
+            waited = clock() - started
             outcomes = await asyncio.gather(busy, *free, return_exceptions=True)
 
-        refusal, *bookings = outcomes
+        refusal, *timed_bookings = outcomes
         assert isinstance(refusal, LockTimeoutError) and refusal.code == "lock_timeout"
         assert wait <= waited < wait + 1.0
-        assert all(isinstance(booking, BookingRead) for booking in bookings), bookings
-        assert len(bookings) >= 5 and await bookings_of(db, 2) == [200 + n for n in range(len(bookings))]
+        assert all(isinstance(timed, tuple) for timed in timed_bookings), timed_bookings
+        seconds = [timed[0] for timed in timed_bookings if isinstance(timed, tuple)]
+        assert max(seconds) < wait / 2, seconds  # none waited behind event 1
+        assert len(seconds) >= 10 and await bookings_of(db, 2) == [200 + n for n in range(len(seconds))]
         assert await bookings_of(db, 1) == []
         await assert_invariant(db)

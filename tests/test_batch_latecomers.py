@@ -38,11 +38,15 @@ async def test_requests_queued_while_the_batch_waits_for_its_lock_join_it(api: A
         await until(lambda: batcher._drainer is not None and not batcher._queue)  # its batch of one waits for the lock
         assert not first.done()
         latecomers = [asyncio.create_task(batcher.submit(request_for(101 + n, 1))) for n in range(9)]
-        other_event = [asyncio.create_task(batcher.submit(request_for(200 + n, 2))) for n in range(2)]
-        await until(lambda: len(batcher._queue) == 11)
-    bookings = await asyncio.wait_for(asyncio.gather(first, *latecomers, *other_event), timeout=10)
+        await until(lambda: len(batcher._queue) == 9)
+        # Requests for another event end the wait: booked meanwhile, not behind event 1's lock.
+        other_event = await asyncio.wait_for(
+            asyncio.gather(*(batcher.submit(request_for(200 + n, 2)) for n in range(2))), timeout=5
+        )
+        assert not first.done()
+    bookings = await asyncio.wait_for(asyncio.gather(first, *latecomers), timeout=10)
 
-    assert [b.user_id for b in bookings] == [100 + n for n in range(10)] + [200, 201]  # each its own
+    assert [b.user_id for b in [*bookings, *other_event]] == [100 + n for n in range(10)] + [200, 201]  # each its own
     # Event 1's ten bookings in one transaction; event 2's, not locked by that batch, in their own.
     assert await transactions_per_event(db) == {1: 1, 2: 1}
     assert (await api.availability(1))["available_capacity"] == 40

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.core.config import Settings
-from app.db.lock import EventLocks, event_locks, free_event_locks
+from app.db.lock import EventLocks, Patience, event_locks, free_event_locks
 from app.db.redis import RedisGateway
 
 EVENTS = [3, 1, 2]
@@ -106,6 +106,10 @@ async def test_holders_of_overlapping_events_take_turns_and_never_deadlock(setti
     assert entered == 40 and not inside
 
 
+def patience(seconds: float, stop: asyncio.Event | None = None) -> Patience:
+    return Patience(asyncio.get_running_loop().time() + seconds, stop or asyncio.Event())
+
+
 async def test_the_free_locks_are_taken_at_once_and_a_busy_one_is_left_to_its_holder(
     gateway: RedisGateway, settings: Settings
 ) -> None:
@@ -113,14 +117,14 @@ async def test_the_free_locks_are_taken_at_once_and_a_busy_one_is_left_to_its_ho
     elsewhere = gateway.key("lock", "event", 2)
     await redis.set(elsewhere, b"another holder")
     async with asyncio.timeout(1):  # no wait for event 2, though 30 s are allowed
-        async with free_event_locks(gateway, settings, EVENTS, wait_seconds=30) as held:
+        async with free_event_locks(gateway, settings, EVENTS, patience(30)) as held:
             assert held == {1, 3}
             assert await redis.exists(*names(gateway, [1, 3])) == 2
     assert await redis.exists(*names(gateway, [1, 3])) == 0
     assert await redis.get(elsewhere) == b"another holder"
 
 
-async def test_with_no_lock_free_the_first_is_waited_for_then_the_others_free_by_then_taken(
+async def test_with_no_lock_free_they_are_tried_again_until_one_comes_free(
     gateway: RedisGateway, settings: Settings
 ) -> None:
     redis: Redis = gateway.client
@@ -129,38 +133,62 @@ async def test_with_no_lock_free_the_first_is_waited_for_then_the_others_free_by
     entered: asyncio.Future[frozenset[int]] = asyncio.get_running_loop().create_future()
 
     async def book() -> None:
-        async with free_event_locks(gateway, settings, EVENTS, wait_seconds=30) as held:
+        async with free_event_locks(gateway, settings, EVENTS, patience(30)) as held:
             entered.set_result(held)
 
     waiter = asyncio.create_task(book())
     await asyncio.sleep(0.2)
     assert not entered.done()
-    await redis.delete(gateway.key("lock", "event", 3))  # free, but it is event 1 that is waited for
-    await asyncio.sleep(0.2)
-    assert not entered.done()
-    await redis.delete(gateway.key("lock", "event", 1))
-    assert await asyncio.wait_for(entered, timeout=5) == {1, 3}
+    await redis.delete(gateway.key("lock", "event", 3))
+    assert await asyncio.wait_for(entered, timeout=5) == {3}
     await waiter
-    assert await redis.get(gateway.key("lock", "event", 2)) == b"another holder"
+    assert await redis.get(gateway.key("lock", "event", 1)) == b"another holder"
 
 
-async def test_a_first_lock_that_stays_busy_yields_no_event_after_the_wait(
-    gateway: RedisGateway, settings: Settings
-) -> None:
+async def test_busy_locks_are_waited_for_as_long_as_patience_lasts(gateway: RedisGateway, settings: Settings) -> None:
     await gateway.client.set(gateway.key("lock", "event", 1), b"another holder")
-    async with asyncio.timeout(5), free_event_locks(gateway, settings, [1], wait_seconds=0.2) as held:
+    clock = asyncio.get_running_loop().time
+    started = clock()
+    async with asyncio.timeout(5), free_event_locks(gateway, settings, [1], patience(0.3)) as held:
         assert held == frozenset()
+    assert clock() - started >= 0.3
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, stop.set)  # a request for another event came
+    started = clock()
+    async with asyncio.timeout(5), free_event_locks(gateway, settings, [1], patience(30, stop)) as held:
+        assert held == frozenset()
+    assert 0.2 <= clock() - started < 5
 
 
-async def test_a_turn_taken_in_this_instance_is_left_and_waited_for_only_when_none_is_free(
+async def test_a_turn_taken_in_this_instance_is_left_and_queued_for_only_when_none_is_free(
     gateway: RedisGateway, settings: Settings
 ) -> None:
     locks = EventLocks(gateway, settings)
-    now = asyncio.get_running_loop().time
+    clock = asyncio.get_running_loop().time
     async with locks.turn([2]):  # another writer of this instance at event 2
-        async with asyncio.timeout(1), locks.free_turn([3, 2, 1], now() + 30) as ours:
+        async with asyncio.timeout(1), locks.free_turn([3, 2, 1], patience(30)) as ours:
             assert ours == [1, 3]
-        async with locks.free_turn([2], now() + 0.2) as ours:
+        started = clock()
+        async with locks.free_turn([2], patience(0.3)) as ours:
             assert ours == []
-    async with locks.free_turn([2], now() + 0.2) as ours:
+        assert clock() - started >= 0.3
+    async with locks.free_turn([2], patience(0.3)) as ours:
         assert ours == [2]
+
+
+async def test_a_turn_queued_for_is_taken_when_the_writer_before_leaves(
+    gateway: RedisGateway, settings: Settings
+) -> None:
+    locks = EventLocks(gateway, settings)
+    before_leaves = asyncio.Event()
+
+    async def writer_before() -> None:
+        async with locks.turn([2]):
+            await before_leaves.wait()
+
+    before = asyncio.create_task(writer_before())
+    await asyncio.sleep(0)
+    asyncio.get_running_loop().call_later(0.2, before_leaves.set)
+    async with asyncio.timeout(5), locks.free_turn([2], patience(30)) as ours:
+        assert ours == [2]
+    await before

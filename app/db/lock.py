@@ -11,7 +11,8 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
@@ -46,7 +47,9 @@ class EventLocks:
 
     Writers of the same event in this instance wait their `turn` in-process, so only one of them
     at a time contends (and polls) for the Redis lock that other instances also take
-    (`across_instances`); what a writer needs for its transaction, it takes between the two.
+    (`across_instances`); what a writer needs for its transaction, it takes between the two. The
+    booking batcher takes both for the free events of its batch only (`free_turn`,
+    `free_across_instances`), and waits only when none is free.
     """
 
     def __init__(self, gateway: RedisGateway, settings: Settings) -> None:
@@ -68,26 +71,25 @@ class EventLocks:
                 _release_local(taken)
 
     @asynccontextmanager
-    async def free_turn(self, event_ids: Iterable[int], wait_until: float) -> AsyncIterator[list[int]]:
+    async def free_turn(self, event_ids: Iterable[int], patience: Patience) -> AsyncIterator[list[int]]:
         """This instance's turn at those of the events no other writer here is at or waiting for,
-        for the body; yields those events. When none is free, it waits for the first until the
-        event loop's time `wait_until`, and yields no event if that one's turn has not come."""
+        for the body; yields those events. When none is free, it queues for the first as long as
+        `patience` lasts, and yields no event if that one's turn has not come."""
         ids = sorted(set(event_ids))
-        taken: dict[int, asyncio.Lock] = {}
+        taken: list[asyncio.Lock] = []
         with self._using(ids):
             try:
-                for event_id in ids:
-                    if self._users[event_id] == 1:  # only this writer: its lock is free, nobody queues
-                        await self._local[event_id].acquire()
-                        taken[event_id] = self._local[event_id]
-                if ids and not taken:
-                    with suppress(TimeoutError):
-                        async with asyncio.timeout_at(wait_until):
-                            await self._local[ids[0]].acquire()
-                            taken[ids[0]] = self._local[ids[0]]
-                yield list(taken)
+                # Only this writer uses the event's lock: it is free and nobody queues for it.
+                ours = [event_id for event_id in ids if self._users[event_id] == 1]
+                for event_id in ours:
+                    await self._local[event_id].acquire()  # free: returns at once
+                    taken.append(self._local[event_id])
+                if ids and not ours and await _queue_patiently(self._local[ids[0]], patience):
+                    ours = ids[:1]
+                    taken.append(self._local[ids[0]])
+                yield ours
             finally:
-                _release_local(list(taken.values()))
+                _release_local(taken)
 
     @contextmanager
     def _using(self, ids: list[int]) -> Iterator[None]:
@@ -125,11 +127,37 @@ class EventLocks:
         return event_locks(self._gateway, self._settings, event_ids)
 
     def free_across_instances(
-        self, event_ids: Iterable[int], wait_until: float
+        self, event_ids: Iterable[int], patience: Patience
     ) -> AbstractAsyncContextManager[frozenset[int]]:
         """The Redis locks of those events that are free, for the body; yields the events held."""
-        wait_seconds = wait_until - asyncio.get_running_loop().time()
-        return free_event_locks(self._gateway, self._settings, event_ids, wait_seconds)
+        return free_event_locks(self._gateway, self._settings, event_ids, patience)
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long a writer waits for a busy event: until the event loop's time `until`, or until
+    `stop` is set (the batcher sets it when a request for another event arrives)."""
+
+    until: float
+    stop: asyncio.Event
+
+    def lasts(self) -> bool:
+        return not self.stop.is_set() and asyncio.get_running_loop().time() < self.until
+
+
+async def _queue_patiently(local: asyncio.Lock, patience: Patience) -> bool:
+    """Whether `local` was taken, queued for as long as `patience` lasts."""
+    acquiring = asyncio.ensure_future(local.acquire())
+    stopping = asyncio.ensure_future(patience.stop.wait())
+    timeout = max(0.0, patience.until - asyncio.get_running_loop().time())
+    try:
+        await asyncio.wait([acquiring, stopping], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not acquiring.done():
+            acquiring.cancel()  # asyncio.Lock passes a turn it was given meanwhile to the next in line
+            await asyncio.wait([acquiring])
+    return not acquiring.cancelled() and acquiring.exception() is None
 
 
 def _release_local(taken: list[asyncio.Lock]) -> None:
@@ -151,15 +179,15 @@ async def event_locks(gateway: RedisGateway, settings: Settings, event_ids: Iter
 
 @asynccontextmanager
 async def free_event_locks(
-    gateway: RedisGateway, settings: Settings, event_ids: Iterable[int], wait_seconds: float
+    gateway: RedisGateway, settings: Settings, event_ids: Iterable[int], patience: Patience
 ) -> AsyncIterator[frozenset[int]]:
     """Hold the Redis locks of those of the events that are free now; yields the events held.
 
     For a batch of many events' bookings: the free events go on without waiting for a busy one.
-    Only when none is free does it wait, up to `wait_seconds`, for the first, then take the others
-    that are free by then; it yields no event if the first stayed busy. It never waits while
-    holding a lock, so it cannot deadlock. With Redis unreachable it yields every event, as
-    `event_locks` goes on without the locks.
+    Only when none is free does it try them all again every LOCK_POLL_SECONDS, as long as
+    `patience` lasts, and yields no event if none came free. It never waits while holding a lock,
+    so it cannot deadlock. With Redis unreachable it yields every event, as `event_locks` goes on
+    without the locks.
     """
 
     ids = frozenset(event_ids)
@@ -168,7 +196,7 @@ async def free_event_locks(
         return
 
     async def take(client: Redis, locks: dict[int, Lock], lifetime_ms: int) -> list[int]:
-        return await _take_free(client, locks, lifetime_ms, wait_seconds)
+        return await _take_free(client, locks, lifetime_ms, patience, settings.lock_poll_seconds)
 
     async with _locks_taken(gateway, settings, ids, take) as held:
         yield ids if held is None else held
@@ -217,15 +245,14 @@ async def _acquire_all(client: Redis, locks: dict[int, Lock], lifetime_ms: int) 
     return list(locks)
 
 
-async def _take_free(client: Redis, locks: dict[int, Lock], lifetime_ms: int, wait_seconds: float) -> list[int]:
-    """The free locks, or the first one waited for and the others free by then (`free_event_locks`)."""
+async def _take_free(
+    client: Redis, locks: dict[int, Lock], lifetime_ms: int, patience: Patience, poll_seconds: float
+) -> list[int]:
+    """The events whose locks were free (`free_event_locks`)."""
     taken = await _try_all_at_once(client, locks, lifetime_ms)
-    if locks and not any(taken):
-        first, *rest = locks
-        if not await locks[first].acquire(blocking_timeout=max(0.0, wait_seconds)):
-            return []
-        others = {event_id: locks[event_id] for event_id in rest}
-        taken = [True, *(await _try_all_at_once(client, others, lifetime_ms) if others else [])]
+    while not any(taken) and patience.lasts():
+        await asyncio.sleep(poll_seconds)
+        taken = await _try_all_at_once(client, locks, lifetime_ms)
     return [event_id for event_id, ok in zip(locks, taken, strict=True) if ok]
 
 

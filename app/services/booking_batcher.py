@@ -1,8 +1,8 @@
 """The hot path: new bookings waiting in this instance share one transaction.
 
 Requests queue in-process; one drainer takes everything waiting (up to `BOOKING_BATCH_MAX`),
-takes the Redis locks of the events involved once (requests for those events that queue while it
-waits for them join the batch), and books the whole batch in one transaction:
+takes the locks of the free events among them once (requests for those events that queue while
+it waits for them join the batch), and books the whole batch in one transaction:
 the events read with an id for each request, then one statement: the version-checked capacity
 `UPDATE` covering every event of the batch, with its bookings, audit rows and outbox messages
 inserted beside it (an array parameter per column), then the commit.
@@ -17,7 +17,7 @@ An event whose lock another writer holds (another instance's Redis lock, or this
 does not hold up the batch's other events: they are booked at once, and its requests go first into
 the next batch, again and again, until they get its lock or `LOCK_WAIT_SECONDS` have passed since
 they first met it (then `lock_timeout`, for them alone). Only a batch with no free event waits for a
-lock.
+lock, and only until a request for another event arrives.
 
 A batch that fails on a value PostgreSQL cannot take (a data error) failed for one of its requests,
 not for all: it is split in halves and each half booked again, down to the request(s) at fault,
@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -48,6 +49,7 @@ from app.core.errors import (
     VersionConflictError,
 )
 from app.core.logging import get_logger
+from app.db.lock import Patience
 from app.db.queries import any_of
 from app.models.event_availability import EventAvailability
 from app.schemas.booking import BookingRead
@@ -102,11 +104,12 @@ class BookingRequest:
     future: asyncio.Future[BookingRead] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-class EventBusy(Exception):
-    """The request's event is locked by another writer: the request waits for a later batch."""
+class _EventBusy:
+    """The outcome of a request whose event another writer holds: it waits for a later batch."""
 
 
-Outcome = BookingRead | Exception
+EVENT_BUSY = _EventBusy()
+Outcome = BookingRead | Exception | _EventBusy
 
 
 class BookingBatcher:
@@ -116,9 +119,15 @@ class BookingBatcher:
         self._queue: deque[BookingRequest] = deque()
         self._drainer: asyncio.Task[None] | None = None
         self._busy_until = 0.0
+        # The events of a batch waiting for a busy event, and what ends its wait early: a request
+        # for another event, which the next batch can book instead of queueing behind it.
+        self._waiting_at: frozenset[int] = frozenset()
+        self._other_event_queued = asyncio.Event()
 
     async def submit(self, request: BookingRequest) -> BookingRead:
         self._queue.append(request)
+        if request.event_id not in self._waiting_at:
+            self._other_event_queued.set()
         if self._drainer is None:
             # A fresh context: the batch must not carry the first request's id (its logs, audit rows).
             self._drainer = asyncio.create_task(self._drain(), context=contextvars.Context())
@@ -143,13 +152,16 @@ class BookingBatcher:
                 batch = [self._queue.popleft() for _ in range(size)]
                 if size > 1:
                     self._mark_busy()
+                busy: list[BookingRequest] = []
                 try:
                     with tracing.batch_span(size, (request.span_context for request in batch)):
-                        await self._process(batch)
+                        busy = await self._process(batch)
                 except Exception as exc:  # never leave a client waiting, and keep draining
                     log.exception("booking_batch_failed", size=len(batch))
+                    busy = []
                     for request in batch:
                         _settle(request, exc)
+                self._wait_again(busy)
         finally:
             self._drainer = None
 
@@ -157,46 +169,52 @@ class BookingBatcher:
         """A batch of several requests: the instance is under load for the next second."""
         self._busy_until = asyncio.get_running_loop().time() + HOT_MEMORY_SECONDS
 
-    async def _process(self, batch: list[BookingRequest]) -> None:
+    async def _process(self, batch: list[BookingRequest]) -> list[BookingRequest]:
+        """Answer the batch's requests, but for those whose event was busy: returned, unanswered."""
         outcomes = await self._attempt(batch, latecomers_join=True)
         refused = [r for r in batch if isinstance(outcomes[id(r)], InsufficientCapacityError)]
         if refused and await self._released_lapsed({r.event_id for r in refused}):
-            # Seats held by lapsed holds came back: the refused requests get a second look.
-            outcomes.update(await self._attempt(refused))
+            # Seats held by lapsed holds came back: the refused requests get a second look. A
+            # refusal stands if their event turned busy meanwhile.
+            second_look = await self._attempt(refused)
+            outcomes.update((key, outcome) for key, outcome in second_look.items() if outcome is not EVENT_BUSY)
         busy: list[BookingRequest] = []
         for request in batch:
             outcome = outcomes[id(request)]
-            if isinstance(outcome, EventBusy):
+            if isinstance(outcome, _EventBusy):
                 busy.append(request)
             else:
                 _settle(request, outcome)
-        self._wait_again(busy)
+        return busy
 
     def _wait_again(self, busy: list[BookingRequest]) -> None:
         """Requests whose event was busy go first in the next batch, in arrival order, unless their
-        time to wait for its lock is over."""
-        now = asyncio.get_running_loop().time()
+        time to wait for its lock is over (or within a poll of it: no batch for one poll's wait)."""
+        soon = asyncio.get_running_loop().time() + self._settings.lock_poll_seconds
         again: list[BookingRequest] = []
-        timed_out: set[int] = set()
+        timed_out: list[BookingRequest] = []
         for request in busy:
-            if request.lock_deadline is None:  # a latecomer, whose event turned busy at a second look
-                request.lock_deadline = now + self._settings.lock_wait_seconds
-            if request.lock_deadline > now:
-                again.append(request)
-            else:
-                timed_out.add(request.event_id)
-                _settle(request, LockTimeoutError(request.event_id))
-        metrics.LOCK_ACQUISITIONS.labels("timeout").inc(len(timed_out))
+            waits_on = request.lock_deadline is not None and request.lock_deadline > soon
+            (again if waits_on else timed_out).append(request)
+        for request in timed_out:
+            _settle(request, LockTimeoutError(request.event_id))
+        metrics.LOCK_ACQUISITIONS.labels("timeout").inc(len({request.event_id for request in timed_out}))
         self._queue.extendleft(reversed(again))
 
-    def _lock_wait_until(self, batch: list[BookingRequest]) -> float:
-        """Until when the batch may wait for a busy event's lock (event loop time): the earliest
-        deadline of its requests, each set at the first batch it is in."""
+    def _patience(self, batch: list[BookingRequest], event_ids: Iterable[int]) -> Patience:
+        """How long the batch may wait for its events when none is free: until the earliest lock
+        deadline of its requests (each starts its clock at the first batch it is in), or until a
+        request for another event arrives."""
         now = asyncio.get_running_loop().time()
         for request in batch:
             if request.lock_deadline is None:
                 request.lock_deadline = now + self._settings.lock_wait_seconds
-        return min(request.lock_deadline for request in batch if request.lock_deadline is not None)
+        self._waiting_at = frozenset(event_ids)
+        self._other_event_queued.clear()
+        if any(request.event_id not in self._waiting_at for request in self._queue):
+            self._other_event_queued.set()
+        deadlines = [request.lock_deadline for request in batch if request.lock_deadline is not None]
+        return Patience(min(deadlines), self._other_event_queued)
 
     async def _released_lapsed(self, event_ids: set[int]) -> bool:
         """Expire the events' lapsed holds; a failure here only means no second look."""
@@ -221,11 +239,9 @@ class BookingBatcher:
                 take_latecomers = False
             return await self._book(uow, by_event)
 
-        wait_until = self._lock_wait_until(batch)
+        patience = self._patience(batch, by_event)
         try:
-            return await self._transactions.locked_where_free(
-                list(by_event), book_with_latecomers, wait_until=wait_until
-            )
+            return await self._transactions.locked_where_free(list(by_event), book_with_latecomers, patience)
         except Exception as exc:
             failure: Exception = exc
             if is_data_error(exc):
@@ -275,7 +291,7 @@ class BookingBatcher:
 
     async def _book(self, uow: UnitOfWork, requested: dict[int, list[BookingRequest]]) -> dict[int, Outcome]:
         outcomes: dict[int, Outcome] = {
-            id(request): EventBusy()
+            id(request): EVENT_BUSY
             for event_id, requests in requested.items()
             if event_id not in uow.locked_events
             for request in requests
@@ -405,7 +421,7 @@ def is_data_error(exc: BaseException) -> bool:
     return isinstance(exc, UnicodeError)
 
 
-def _settle(request: BookingRequest, outcome: Outcome | BaseException) -> None:
+def _settle(request: BookingRequest, outcome: BookingRead | BaseException) -> None:
     if request.future.done():
         return
     if isinstance(outcome, BookingRead):

@@ -34,6 +34,7 @@ from app.core.errors import AppError, VersionConflictError
 from app.core.logging import get_logger
 from app.db.bulk_insert import insert_rows, with_new_rows
 from app.db.infrastructure import Infrastructure
+from app.db.lock import Patience
 from app.db.queries import any_of
 from app.db.redis import RedisUnavailable
 from app.models.event_availability import EventAvailability
@@ -192,11 +193,11 @@ class Transactions:
         async with self._infrastructure.sessionmaker() as session:
             return await query(session)
 
-    async def locked(self, event_ids: int | Sequence[int], operation: Operation[T], *, rows_first: bool = True) -> T:
+    async def locked(self, event_ids: int | Sequence[int], operation: Operation[T]) -> T:
         """Run `operation` in one transaction under the events' locks, retrying stale versions.
 
-        With `rows_first` the transaction starts by locking the events' rows in event order, before
-        touching any booking, hold or waitlist row. Every writer taking its rows in that one order
+        The transaction starts by locking the events' rows in event order, before touching any
+        booking, hold or waitlist row. Every writer taking its rows in that one order
         is what keeps PostgreSQL free of deadlocks when the Redis lock is not there to serialise
         them (Redis down, or one instance's breaker open while another's is closed).
         """
@@ -208,23 +209,22 @@ class Transactions:
 
         locks = self._infrastructure.locks
         async with self._session_under_locks(locks.turn(ids), locks.across_instances) as (session, _):
-            run = rows_locked_first if rows_first else operation
-            uow, result = await self._retrying(lambda: self._attempt(session, run, frozenset(ids)))
+            uow, result = await self._retrying(lambda: self._attempt(session, rows_locked_first, frozenset(ids)))
         # After the lock: the cache compares versions, so the order writers get here in is harmless.
         return await self._after_commit(uow, result)
 
-    async def locked_where_free(self, event_ids: Sequence[int], operation: Operation[T], *, wait_until: float) -> T:
+    async def locked_where_free(self, event_ids: Sequence[int], operation: Operation[T], patience: Patience) -> T:
         """Run `operation` in one transaction under the locks (this instance's turn and the Redis
         lock) of those events that are free now: `uow.locked_events` names them, and only their
-        seats may move. Retries stale versions. When none is free it waits for the first, until the
-        event loop's time `wait_until`, and runs with no event locked if that one stays busy
-        (app/db/lock.py: `EventLocks.free_turn`, `free_event_locks`)."""
+        seats may move. Retries stale versions. When none is free it waits as long as `patience`
+        lasts, and runs with no event locked if none came free (app/db/lock.py:
+        `EventLocks.free_turn`, `free_event_locks`)."""
         locks = self._infrastructure.locks
 
         def free_redis_locks(ours: Sequence[int]) -> AbstractAsyncContextManager[frozenset[int]]:
-            return locks.free_across_instances(ours, wait_until)
+            return locks.free_across_instances(ours, patience)
 
-        free_turn = locks.free_turn(event_ids, wait_until)
+        free_turn = locks.free_turn(event_ids, patience)
         async with self._session_under_locks(free_turn, free_redis_locks) as (session, held):
             uow, result = await self._retrying(lambda: self._attempt(session, operation, held))
         return await self._after_commit(uow, result)
