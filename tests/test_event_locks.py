@@ -17,6 +17,7 @@ from app.db.lock import EventLocks, Patience, event_locks, free_event_locks
 from app.db.redis import RedisGateway
 
 EVENTS = [3, 1, 2]
+ANOTHER_HOLDER = b"another holder"
 
 
 @pytest.fixture
@@ -28,6 +29,13 @@ async def gateway(settings: Settings) -> AsyncIterator[RedisGateway]:
 
 def names(gateway: RedisGateway, event_ids: list[int]) -> list[str]:
     return [gateway.key("lock", "event", event_id) for event_id in event_ids]
+
+
+async def held_elsewhere(gateway: RedisGateway, event_id: int) -> str:
+    """The event's lock taken by another holder; its key."""
+    key = gateway.key("lock", "event", event_id)
+    await gateway.client.set(key, ANOTHER_HOLDER)
+    return key
 
 
 async def test_every_lock_is_held_with_one_token_and_a_lifetime_then_released(
@@ -47,8 +55,8 @@ async def test_a_lock_that_changed_hands_stays_with_its_new_holder(gateway: Redi
     redis: Redis = gateway.client
     changed = gateway.key("lock", "event", 2)
     async with event_locks(gateway, settings, EVENTS):
-        await redis.set(changed, b"another holder")  # as if it had lapsed and been taken again
-    assert await redis.get(changed) == b"another holder"
+        await redis.set(changed, ANOTHER_HOLDER)  # as if it had lapsed and been taken again
+    assert await redis.get(changed) == ANOTHER_HOLDER
     assert await redis.exists(*names(gateway, [1, 3])) == 0
 
 
@@ -56,8 +64,7 @@ async def test_with_one_lock_held_elsewhere_only_the_earlier_ones_are_kept_while
     gateway: RedisGateway, settings: Settings
 ) -> None:
     redis: Redis = gateway.client
-    elsewhere = gateway.key("lock", "event", 2)
-    await redis.set(elsewhere, b"another holder")
+    elsewhere = await held_elsewhere(gateway, 2)
     holding = asyncio.Event()
 
     async def book() -> None:
@@ -114,22 +121,21 @@ async def test_the_free_locks_are_taken_at_once_and_a_busy_one_is_left_to_its_ho
     gateway: RedisGateway, settings: Settings
 ) -> None:
     redis: Redis = gateway.client
-    elsewhere = gateway.key("lock", "event", 2)
-    await redis.set(elsewhere, b"another holder")
+    elsewhere = await held_elsewhere(gateway, 2)
     async with asyncio.timeout(1):  # no wait for event 2, though 30 s are allowed
         async with free_event_locks(gateway, settings, EVENTS, patience(30)) as held:
             assert held == {1, 3}
             assert await redis.exists(*names(gateway, [1, 3])) == 2
     assert await redis.exists(*names(gateway, [1, 3])) == 0
-    assert await redis.get(elsewhere) == b"another holder"
+    assert await redis.get(elsewhere) == ANOTHER_HOLDER
 
 
 async def test_with_no_lock_free_they_are_tried_again_until_one_comes_free(
     gateway: RedisGateway, settings: Settings
 ) -> None:
     redis: Redis = gateway.client
-    for name in names(gateway, EVENTS):
-        await redis.set(name, b"another holder")
+    for event_id in EVENTS:
+        await held_elsewhere(gateway, event_id)
     entered: asyncio.Future[frozenset[int]] = asyncio.get_running_loop().create_future()
 
     async def book() -> None:
@@ -142,11 +148,11 @@ async def test_with_no_lock_free_they_are_tried_again_until_one_comes_free(
     await redis.delete(gateway.key("lock", "event", 3))
     assert await asyncio.wait_for(entered, timeout=5) == {3}
     await waiter
-    assert await redis.get(gateway.key("lock", "event", 1)) == b"another holder"
+    assert await redis.get(gateway.key("lock", "event", 1)) == ANOTHER_HOLDER
 
 
 async def test_busy_locks_are_waited_for_as_long_as_patience_lasts(gateway: RedisGateway, settings: Settings) -> None:
-    await gateway.client.set(gateway.key("lock", "event", 1), b"another holder")
+    await held_elsewhere(gateway, 1)
     clock = asyncio.get_running_loop().time
     started = clock()
     async with asyncio.timeout(5), free_event_locks(gateway, settings, [1], patience(0.3)) as held:
