@@ -189,7 +189,6 @@ async def free_event_locks(
     so it cannot deadlock. With Redis unreachable it yields every event, as `event_locks` goes on
     without the locks.
     """
-
     ids = frozenset(event_ids)
     if not ids:
         yield ids

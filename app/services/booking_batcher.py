@@ -158,7 +158,7 @@ class BookingBatcher:
                         busy = await self._process(batch)
                 except Exception as exc:  # never leave a client waiting, and keep draining
                     log.exception("booking_batch_failed", size=len(batch))
-                    busy = []
+                    busy = []  # answered here with the rest, not queued again
                     for request in batch:
                         _settle(request, exc)
                 self._wait_again(busy)
@@ -203,8 +203,8 @@ class BookingBatcher:
 
     def _patience(self, batch: list[BookingRequest], event_ids: Iterable[int]) -> Patience:
         """How long the batch may wait for its events when none is free: until the earliest lock
-        deadline of its requests (each starts its clock at the first batch it is in), or until a
-        request for another event arrives."""
+        deadline of its requests (each request's clock starts here, at the first batch it is in), or
+        until a request for another event arrives (what `submit` signals from now on)."""
         now = asyncio.get_running_loop().time()
         for request in batch:
             if request.lock_deadline is None:
