@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.core.config import Settings
+from app.db import lock as lock_module
 from app.db.lock import EventLocks, Patience, event_locks, free_event_locks
 from app.db.redis import RedisGateway
 
@@ -122,12 +123,28 @@ async def test_the_free_locks_are_taken_at_once_and_a_busy_one_is_left_to_its_ho
 ) -> None:
     redis: Redis = gateway.client
     elsewhere = await held_elsewhere(gateway, 2)
-    async with asyncio.timeout(1):  # no wait for event 2, though 30 s are allowed
+    async with asyncio.timeout(1):  # a brief wait for event 2, not the 30 s allowed
         async with free_event_locks(gateway, settings, EVENTS, patience(30)) as held:
             assert held == {1, 3}
             assert await redis.exists(*names(gateway, [1, 3])) == 2
     assert await redis.exists(*names(gateway, [1, 3])) == 0
     assert await redis.get(elsewhere) == ANOTHER_HOLDER
+
+
+async def test_a_busy_lock_is_waited_for_briefly_then_left(
+    gateway: RedisGateway, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lock_module, "BRIEF_WAIT_SECONDS", 0.3)
+    redis: Redis = gateway.client
+    clock = asyncio.get_running_loop().time
+    elsewhere = await held_elsewhere(gateway, 2)
+    started = clock()
+    async with free_event_locks(gateway, settings, EVENTS, patience(30)) as held:
+        assert held == {1, 3}  # event 2 stayed busy: left after the brief wait
+    assert 0.3 <= clock() - started < 5
+    asyncio.get_running_loop().call_later(0.1, lambda: asyncio.ensure_future(redis.delete(elsewhere)))
+    async with asyncio.timeout(5), free_event_locks(gateway, settings, EVENTS, patience(30)) as held:
+        assert held == {1, 2, 3}  # event 2 came free within it: taken with the others
 
 
 async def test_with_no_lock_free_they_are_tried_again_until_one_comes_free(

@@ -183,11 +183,11 @@ async def free_event_locks(
 ) -> AsyncIterator[frozenset[int]]:
     """Hold the Redis locks of those of the events that are free now; yields the events held.
 
-    For a batch of many events' bookings: the free events go on without waiting for a busy one.
-    Only when none is free does it try them all again every LOCK_POLL_SECONDS, as long as
-    `patience` lasts, and yields no event if none came free. It never waits while holding a lock,
-    so it cannot deadlock. With Redis unreachable it yields every event, as `event_locks` goes on
-    without the locks.
+    For a batch of many events' bookings: the free events go on without waiting long for a busy
+    one. A busy lock is waited for `BRIEF_WAIT_SECONDS` at most, in event order, holding only the
+    locks before it (so it cannot deadlock), then left. Only when none is free does it try them all
+    again every LOCK_POLL_SECONDS, as long as `patience` lasts, and yields no event if none came
+    free. With Redis unreachable it yields every event, as `event_locks` goes on without the locks.
     """
     ids = frozenset(event_ids)
     if not ids:
@@ -244,15 +244,47 @@ async def _acquire_all(client: Redis, locks: dict[int, Lock], lifetime_ms: int) 
     return list(locks)
 
 
+# How long a batch with free events waits for its busy ones: about one of another worker's batch
+# transactions under load. Most busy locks come free in that time, and the batch books them all
+# together; one held longer (a stuck or dead holder) is left to the next batch.
+BRIEF_WAIT_SECONDS = 0.02
+
+
 async def _take_free(
     client: Redis, locks: dict[int, Lock], lifetime_ms: int, patience: Patience, poll_seconds: float
 ) -> list[int]:
     """The events whose locks were free (`free_event_locks`)."""
-    taken = await _try_all_at_once(client, locks, lifetime_ms)
-    while not any(taken) and patience.lasts():
+    taken = dict(zip(locks, await _try_all_at_once(client, locks, lifetime_ms), strict=True))
+    if any(taken.values()) and not all(taken.values()):
+        brief = Patience(min(patience.until, asyncio.get_running_loop().time() + BRIEF_WAIT_SECONDS), patience.stop)
+        await _wait_in_order(client, locks, taken, lifetime_ms, brief, poll_seconds)
+    while not any(taken.values()) and patience.lasts():
         await asyncio.sleep(poll_seconds)
-        taken = await _try_all_at_once(client, locks, lifetime_ms)
-    return [event_id for event_id, ok in zip(locks, taken, strict=True) if ok]
+        taken = dict(zip(locks, await _try_all_at_once(client, locks, lifetime_ms), strict=True))
+    return [event_id for event_id, ok in taken.items() if ok]
+
+
+async def _wait_in_order(
+    client: Redis,
+    locks: dict[int, Lock],
+    taken: dict[int, bool],
+    lifetime_ms: int,
+    brief: Patience,
+    poll_seconds: float,
+) -> None:
+    """Wait briefly for the busy locks, in event order, holding only earlier ones while waiting."""
+    for event_id, lock in locks.items():
+        if taken[event_id] or not brief.lasts():
+            continue
+        later = {other: locks[other] for other in locks if other > event_id and taken[other]}
+        await _release_held(client, list(later.values()))
+        taken.update(dict.fromkeys(later, False))
+        while not taken[event_id] and brief.lasts():
+            await asyncio.sleep(poll_seconds)
+            taken[event_id] = (await _try_all_at_once(client, {event_id: lock}, lifetime_ms))[0]
+        rest = {other: locks[other] for other in locks if other > event_id}
+        if rest:
+            taken.update(zip(rest, await _try_all_at_once(client, rest, lifetime_ms), strict=True))
 
 
 # KEYS: the locks; ARGV[1]: the holder's token, ARGV[2]: the locks' lifetime (ms). An answer per

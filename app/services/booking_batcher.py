@@ -14,10 +14,11 @@ Seats go to requests in arrival order; a request that does not fit in what is le
 with `insufficient_capacity` while smaller ones behind it may still fit.
 
 An event whose lock another writer holds (another instance's Redis lock, or this instance's turn)
-does not hold up the batch's other events: they are booked at once, and its requests go first into
-the next batch, again and again, until they get its lock or `LOCK_WAIT_SECONDS` have passed since
-they first met it (then `lock_timeout`, for them alone). Only a batch with no free event waits for a
-lock, and only until a request for another event arrives.
+does not hold up the batch's other events: they are booked after a brief wait for its Redis lock at
+most (`BRIEF_WAIT_SECONDS` in app/db/lock.py), and its requests go first into the next batch, again
+and again, until they get its lock or `LOCK_WAIT_SECONDS` have passed since they first met it (then
+`lock_timeout`, for them alone). Only a batch with no free event waits longer for a lock, and only
+until a request for another event arrives.
 
 A batch that fails on a value PostgreSQL cannot take (a data error) failed for one of its requests,
 not for all: it is split in halves and each half booked again, down to the request(s) at fault,
