@@ -144,6 +144,10 @@ class Patience:
     def lasts(self) -> bool:
         return not self.stop.is_set() and asyncio.get_running_loop().time() < self.until
 
+    def at_most(self, seconds: float) -> Patience:
+        """This patience, ending `seconds` from now if that comes first."""
+        return Patience(min(self.until, asyncio.get_running_loop().time() + seconds), self.stop)
+
 
 async def _queue_patiently(local: asyncio.Lock, patience: Patience) -> bool:
     """Whether `local` was taken, queued for as long as `patience` lasts."""
@@ -254,13 +258,12 @@ async def _take_free(
     client: Redis, locks: dict[int, Lock], lifetime_ms: int, patience: Patience, poll_seconds: float
 ) -> list[int]:
     """The events whose locks were free (`free_event_locks`)."""
-    taken = dict(zip(locks, await _try_all_at_once(client, locks, lifetime_ms), strict=True))
+    taken = await _taken_now(client, locks, lifetime_ms)
     if any(taken.values()) and not all(taken.values()):
-        brief = Patience(min(patience.until, asyncio.get_running_loop().time() + BRIEF_WAIT_SECONDS), patience.stop)
-        await _wait_in_order(client, locks, taken, lifetime_ms, brief, poll_seconds)
+        await _wait_in_order(client, locks, taken, lifetime_ms, patience.at_most(BRIEF_WAIT_SECONDS), poll_seconds)
     while not any(taken.values()) and patience.lasts():
         await asyncio.sleep(poll_seconds)
-        taken = dict(zip(locks, await _try_all_at_once(client, locks, lifetime_ms), strict=True))
+        taken = await _taken_now(client, locks, lifetime_ms)
     return [event_id for event_id, ok in taken.items() if ok]
 
 
@@ -281,10 +284,15 @@ async def _wait_in_order(
         taken.update(dict.fromkeys(later, False))
         while not taken[event_id] and brief.lasts():
             await asyncio.sleep(poll_seconds)
-            taken[event_id] = (await _try_all_at_once(client, {event_id: lock}, lifetime_ms))[0]
+            taken |= await _taken_now(client, {event_id: lock}, lifetime_ms)
         rest = {other: locks[other] for other in locks if other > event_id}
         if rest:
-            taken.update(zip(rest, await _try_all_at_once(client, rest, lifetime_ms), strict=True))
+            taken |= await _taken_now(client, rest, lifetime_ms)
+
+
+async def _taken_now(client: Redis, locks: dict[int, Lock], lifetime_ms: int) -> dict[int, bool]:
+    """Whether each event's lock was free and is now taken (`_try_all_at_once`)."""
+    return dict(zip(locks, await _try_all_at_once(client, locks, lifetime_ms), strict=True))
 
 
 # KEYS: the locks; ARGV[1]: the holder's token, ARGV[2]: the locks' lifetime (ms). An answer per

@@ -207,8 +207,7 @@ class Transactions:
             await _lock_rows(uow.session, ids)
             return await operation(uow)
 
-        locks = self._infrastructure.locks
-        async with self._session_under_locks(locks.turn(ids), locks.across_instances) as (session, _):
+        async with self._session_under_all_locks(ids) as session:
             uow, result = await self._retrying(lambda: self._attempt(session, rows_locked_first, frozenset(ids)))
         # After the lock: the cache compares versions, so the order writers get here in is harmless.
         return await self._after_commit(uow, result)
@@ -228,6 +227,13 @@ class Transactions:
         async with self._session_under_locks(free_turn, free_redis_locks) as (session, held):
             uow, result = await self._retrying(lambda: self._attempt(session, operation, held))
         return await self._after_commit(uow, result)
+
+    @asynccontextmanager
+    async def _session_under_all_locks(self, event_ids: Sequence[int]) -> AsyncIterator[AsyncSession]:
+        """A session under every given event's turn and Redis lock (`_session_under_locks`)."""
+        locks = self._infrastructure.locks
+        async with self._session_under_locks(locks.turn(event_ids), locks.across_instances) as (session, _):
+            yield session
 
     @asynccontextmanager
     async def _session_under_locks(
@@ -356,8 +362,7 @@ class Transactions:
         await self._groups.close()
 
     async def _run_group(self, event_id: int, group: list[_Grouped[Any]]) -> list[Any]:
-        locks = self._infrastructure.locks
-        async with self._session_under_locks(locks.turn([event_id]), locks.across_instances) as (session, _):
+        async with self._session_under_all_locks([event_id]) as session:
             done = await self._retrying(lambda: self._group_attempt(session, event_id, group))
         await self._announce([uow for uow, outcome in done if not isinstance(outcome, BaseException)])
         outcomes: list[Any] = []
