@@ -6,7 +6,7 @@ import functools
 import os
 import shutil
 import tempfile
-from typing import cast
+from typing import Any, cast
 
 import uvicorn
 
@@ -14,6 +14,7 @@ from app.api.request_heads import HeadLimitedProtocol
 from app.application import create_app
 from app.core import metrics
 from app.core.config import Settings, load_settings
+from app.workers import serve_workers, spreads_connections
 
 
 def main() -> None:
@@ -22,18 +23,21 @@ def main() -> None:
         share_metrics_between_workers()
     # Several workers need an import string: each process builds its own app.
     app = "app.application:create_app" if settings.workers > 1 else create_app(settings)
-    uvicorn.run(
-        app,
-        factory=settings.workers > 1,
-        workers=settings.workers,
-        host=settings.bind_host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
-        http=head_limited_http(settings),
-    )
+    options: dict[str, Any] = {
+        "factory": settings.workers > 1,
+        "workers": settings.workers,
+        "host": settings.bind_host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": int(settings.shutdown_timeout_seconds),
+        "http": head_limited_http(settings),
+    }
+    if settings.workers > 1 and spreads_connections():
+        serve_workers(uvicorn.Config(app, **options))  # a listening socket per worker (app/workers.py)
+    else:
+        uvicorn.run(app, **options)
 
 
 def head_limited_http(settings: Settings) -> type[asyncio.Protocol]:

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class ServiceProcess:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.process: subprocess.Popen[bytes] | None = None

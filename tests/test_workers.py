@@ -1,0 +1,112 @@
+"""Several workers on one port (`WORKERS`, app/workers.py): each listens on a socket of its own, so
+the kernel spreads connections over them instead of handing most to one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import psutil
+import pytest
+
+from app.core.config import Settings
+from tests.service_process import ServiceProcess
+from tests.support import process_env
+
+
+def listeners(service: ServiceProcess) -> dict[int, set[str]]:
+    """Each worker process of the service and the sockets (`socket:[inode]`) it listens on."""
+    assert service.process is not None
+    found: dict[int, set[str]] = {}
+    for child in psutil.Process(service.process.pid).children():
+        try:
+            sockets = {
+                os.readlink(f"/proc/{child.pid}/fd/{connection.fd}")
+                for connection in child.net_connections(kind="tcp")
+                if connection.status == psutil.CONN_LISTEN and connection.laddr.port == service.port
+            }
+        except (psutil.Error, FileNotFoundError):  # a worker that is just exiting
+            continue
+        if sockets:
+            found[child.pid] = sockets
+    return found
+
+
+def connections_per_worker(service: ServiceProcess) -> list[int]:
+    assert service.process is not None
+    return [
+        sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == service.port for c in child.net_connections("tcp"))
+        for child in psutil.Process(service.process.pid).children()
+        if child.pid in listeners(service)
+    ]
+
+
+def wait_for_workers(service: ServiceProcess, count: int, timeout: float = 30.0) -> dict[int, set[str]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = listeners(service)
+        if len(found) == count:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"not {count} listening workers: {listeners(service)}")
+
+
+async def open_connections(client: httpx.AsyncClient, count: int) -> None:
+    """`count` keep-alive connections, each opened by a request of its own at the same time."""
+    answers = await asyncio.gather(*(client.get("/health") for _ in range(count)))
+    assert {answer.status_code for answer in answers} == {200}
+
+
+@pytest.fixture
+def two_workers(settings: Settings) -> Iterator[ServiceProcess]:
+    service = ServiceProcess({**process_env(settings), "WORKERS": "2"})
+    service.start()
+    yield service
+    service.stop()
+
+
+async def test_each_worker_listens_on_a_socket_of_its_own(two_workers: ServiceProcess) -> None:
+    found = wait_for_workers(two_workers, 2)
+    assert [len(sockets) for sockets in found.values()] == [1, 1]
+    assert len(set.union(*found.values())) == 2  # not one socket shared by both
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=two_workers.url, limits=limits, timeout=10) as client:
+        await open_connections(client, 64)
+        shares = connections_per_worker(two_workers)
+    assert sum(shares) == 64
+    assert min(shares) >= 8, shares  # a hash of each connection's addresses picks its worker
+
+
+async def test_a_worker_restarted_after_a_crash_listens_again(two_workers: ServiceProcess) -> None:
+    before = wait_for_workers(two_workers, 2)
+    crashed = min(before)
+    os.kill(crashed, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while crashed in listeners(two_workers) or len(listeners(two_workers)) < 2:
+        assert time.monotonic() < deadline, "no worker replaced the crashed one"
+        await asyncio.sleep(0.2)
+    after = listeners(two_workers)
+    assert len(set.union(*after.values())) == 2
+    assert after[max(before)] == before[max(before)]  # the other worker kept its socket
+    # New connections, each hashed to one of the two listening workers, are all answered.
+    async with httpx.AsyncClient(base_url=two_workers.url, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        answers = [await client.get("/health") for _ in range(40)]
+    assert {answer.status_code for answer in answers} == {200}
+
+
+async def test_a_second_service_on_the_same_port_does_not_start(
+    two_workers: ServiceProcess, settings: Settings
+) -> None:
+    second = ServiceProcess({**process_env(settings), "WORKERS": "2"}, port=two_workers.port)
+    try:
+        second.start()  # returns at once: the first one answers on the port
+        assert second.process is not None
+        assert second.process.wait(30) == 1
+        assert "cannot listen" in second.log_tail()
+    finally:
+        second.stop()
+    wait_for_workers(two_workers, 2)  # the first one serves on
