@@ -86,11 +86,16 @@ def with_workers(pids: set[int]) -> list[int]:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used so far (0 if it is gone)."""
+    return sum(cpu_times(pid))
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time the process has used so far (zeros if it is gone)."""
     try:
         fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat
+        return 0.0, 0.0
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat
 
 
 def resident_mb(pid: int) -> float | None:

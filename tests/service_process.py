@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,6 +62,18 @@ class ServiceProcess:
             self.process.kill()
             self.process.wait(10)
         self.log.unlink(missing_ok=True)
+
+    def stop_with_workers(self, pids: list[int]) -> None:
+        """Stop a service of several workers (`pids`, as `bench.server.server_pids` finds them while
+        it runs): SIGTERM lets the supervisor stop them; a SIGKILL would leave them running."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.terminate(timeout=30)
+        self.stop()
+        for pid in pids:
+            with contextlib.suppress(OSError):  # gone already
+                if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():  # still a worker, not a reused pid
+                    os.kill(pid, signal.SIGKILL)
 
 
 def service_env(settings_overrides: dict[str, str]) -> dict[str, str]:

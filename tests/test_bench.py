@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import contextlib
-import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -43,19 +39,7 @@ def service(bench_settings: Settings) -> Iterator[ServiceProcess]:
         process.start(timeout=90)  # two workers each import the app: slow on a busy machine
         yield process
     finally:
-        stop_with_workers(process, server_pids(process.port))
-
-
-def stop_with_workers(process: ServiceProcess, pids: list[int]) -> None:
-    """SIGTERM lets the supervisor stop its workers; a SIGKILL would leave them running."""
-    if process.process is not None and process.process.poll() is None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.terminate(timeout=30)
-    process.stop()
-    for pid in pids:
-        with contextlib.suppress(OSError):  # gone already
-            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():  # still our worker, not a reused pid
-                os.kill(pid, signal.SIGKILL)
+        process.stop_with_workers(server_pids(process.port))
 
 
 def run_load(service: ServiceProcess, settings: Settings, *options: str) -> subprocess.CompletedProcess[str]:
@@ -198,6 +182,20 @@ def test_rush_fails_loudly_on_an_unexpected_answer(service: ServiceProcess, benc
     assert run.returncode == 1, out + run.stderr
     assert re.search(r"^FAILURE: webhook: unexpected answers \{401: \d+\}$", out, re.M), out
     assert value(out, "RESULT") == "FAILED", out
+
+
+def test_request_cpu_prints_the_cpu_of_each_request(service: ServiceProcess, bench_settings: Settings) -> None:
+    command = [
+        sys.executable, "-m", "bench.request_cpu", "--base-url", service.url,
+        "--jwt-secret", bench_settings.jwt_secret.get_secret_value(),
+        "--method", "POST", "--path", "/api/v1/bookings/", "--body", '{"event_id": 1, "quantity": 0}',
+        "--connections", "4", "--users", str(USERS), "--duration", "1",
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for label in ("user CPU per request", "sys CPU per request"):
+        assert re.fullmatch(r"\d+ µs", value(run.stdout, label)), run.stdout
+    assert re.fullmatch(r"\{422: \d+\}", value(run.stdout, "answers by status")), run.stdout
 
 
 def test_batch_cpu_books_through_the_batcher_and_prints_both_kinds(bench_settings: Settings) -> None:

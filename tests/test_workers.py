@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from app.core.config import Settings
+from bench.server import server_pids
 from tests.service_process import ServiceProcess
 from tests.support import process_env
 
@@ -65,8 +66,10 @@ async def open_connections(client: httpx.AsyncClient, count: int) -> None:
 def two_workers(settings: Settings) -> Iterator[ServiceProcess]:
     service = ServiceProcess({**process_env(settings), "WORKERS": "2"})
     service.start()
-    yield service
-    service.stop()
+    try:
+        yield service
+    finally:
+        service.stop_with_workers(server_pids(service.port))
 
 
 async def test_each_worker_listens_on_a_socket_of_its_own(two_workers: ServiceProcess) -> None:

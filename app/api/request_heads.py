@@ -19,6 +19,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from app.api.one_write_per_turn import OneWritePerTurn
 from app.api.problems import PROBLEM_JSON, error_body
 from app.core.errors import AppError, HeaderFieldsTooLargeError, RequestTimeoutError
 
@@ -48,7 +49,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self.head_timer: TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(OneWritePerTurn(transport, self.loop))
         self._start_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
