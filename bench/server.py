@@ -1,9 +1,10 @@
 """The server's processes as Linux shows them in /proc: which they are, their CPU time, their memory.
 
-The server is found by its listening port: /proc/net/tcp{,6} gives the listening socket's inode,
-and every process holding that socket among its file descriptors serves it (uvicorn's supervisor
-and each of its workers inherit it). Given a pid instead, its descendants holding the sockets it
-listens on are its workers.
+The server is found by its listening port: /proc/net/tcp{,6} gives the listening sockets' inodes,
+and every process holding one of them among its file descriptors serves it (each worker listens on
+a socket of its own, app/workers.py; a single process holds its own). The supervisor that started
+the workers (uvicorn's, through multiprocessing) listens on none: it is found as their parent. Given
+a pid instead, its descendants holding the sockets it listens on are its workers.
 
     python -m bench.server --port 8002          # the pids, one a line
     python -m bench.server --port 8002 --root   # the topmost one (bench/profile.sh profiles it)
@@ -63,23 +64,33 @@ def _parent(pid: int) -> int | None:
 
 
 def server_pids(port: int) -> list[int]:
-    """Every process serving `port` on this machine (empty if none is visible from here)."""
+    """Every process serving `port` on this machine (empty if none is visible from here), with the
+    supervisor of its workers."""
     sockets = listening_sockets(port)
     if not sockets:
         return []
-    return sorted(pid for pid in _pids() if _descriptors(pid) & sockets)
+    serving = {pid for pid in _pids() if _descriptors(pid) & sockets}
+    supervisors = {_parent(pid) for pid in serving if _started_by_multiprocessing(pid)}
+    return sorted(serving | {pid for pid in supervisors if pid is not None})
+
+
+def _started_by_multiprocessing(pid: int) -> bool:
+    try:
+        return b"--multiprocessing-fork" in (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def with_workers(pids: set[int]) -> list[int]:
-    """The given processes and their descendants serving a socket they listen on (not, say, a
+    """The given processes and their descendants that listen on a socket: its workers (not, say, a
     multiprocessing resource tracker, which runs the same executable but serves nothing)."""
-    sockets = listening_sockets() & set().union(*(_descriptors(pid) for pid in pids))
+    listening = listening_sockets()
     found = set(pids)
     parents = {pid: _parent(pid) for pid in _pids()}
     grew = True
     while grew:
         children = {pid for pid, parent in parents.items() if parent in found} - found
-        found |= {pid for pid in children if _descriptors(pid) & sockets}
+        found |= {pid for pid in children if _descriptors(pid) & listening}
         grew = bool(children) and bool(found & children)
     return sorted(found)
 

@@ -17,7 +17,7 @@ from app.core.config import Settings
 from bench.batch_cpu import WARM_UP_ROUNDS
 from bench.checks import within
 from bench.results import new_run
-from bench.server import server_pids
+from bench.server import server_pids, with_workers
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.service_process import ROOT, ServiceProcess
 from tests.support import process_env
@@ -196,6 +196,13 @@ def test_request_cpu_prints_the_cpu_of_each_request(service: ServiceProcess, ben
     for label in ("user CPU per request", "sys CPU per request"):
         assert re.fullmatch(r"\d+ µs", value(run.stdout, label)), run.stdout
     assert re.fullmatch(r"\{422: \d+\}", value(run.stdout, "answers by status")), run.stdout
+
+
+def test_the_server_is_found_by_its_port_or_by_its_supervisor(service: ServiceProcess) -> None:
+    assert service.process is not None
+    found = server_pids(service.port)
+    assert service.process.pid in found and len(found) == 3  # the supervisor and its two workers
+    assert with_workers({service.process.pid}) == found  # `--server-pid`
 
 
 def test_batch_cpu_books_through_the_batcher_and_prints_both_kinds(bench_settings: Settings) -> None:
