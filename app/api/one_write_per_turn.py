@@ -7,12 +7,16 @@ the worker more than the call itself: under load, uvicorn's `send` was a quarter
 `GET /health` (py-spy), and joining the two halved the kernel's time per answered request (85 to 40
 µs, bench/README.md). Held until the end of the turn, a response whose head and body are written
 together goes out in one call; a streamed response's parts go out each at the end of the turn it
-was written in, and whatever is held goes out before the connection closes."""
+was written in, and whatever is held goes out before the connection closes. Past `FLUSH_BYTES` held,
+it goes out at once: the transport's flow control then pauses a response that writes faster than
+the client reads, as before."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+FLUSH_BYTES = 64 * 1024  # asyncio's and uvloop's default high-water mark for a transport's buffer
 
 
 class OneWritePerTurn(asyncio.Transport):
@@ -23,11 +27,15 @@ class OneWritePerTurn(asyncio.Transport):
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes | bytearray | memoryview] = []
+        self._pending_bytes = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= FLUSH_BYTES:
+            self.flush()
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -37,6 +45,7 @@ class OneWritePerTurn(asyncio.Transport):
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
+            self._pending_bytes = 0
             if not self._transport.is_closing():
                 self._transport.write(data)
 
@@ -46,6 +55,7 @@ class OneWritePerTurn(asyncio.Transport):
 
     def abort(self) -> None:
         self._pending.clear()
+        self._pending_bytes = 0
         self._transport.abort()
 
     def can_write_eof(self) -> bool:
@@ -77,7 +87,7 @@ class OneWritePerTurn(asyncio.Transport):
         return self._transport.is_reading()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(len(data) for data in self._pending)
+        return self._transport.get_write_buffer_size() + self._pending_bytes
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._transport.get_write_buffer_limits()
