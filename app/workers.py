@@ -10,9 +10,14 @@ their addresses.
 uvicorn's supervisor is kept (it restarts a dead worker and stops them all): it hands each worker
 the sockets it was given, pickled, and `WorkerListener` unpickles as a new socket of the worker's
 own. The supervisor's own `WorkerListener` is bound but never listens, so it receives no
-connections. Before binding it, the supervisor checks that nothing listens on the address yet: a
-socket with `SO_REUSEPORT` would otherwise join the listeners of a service already running there
-under the same user, and share its connections.
+connections. A socket with `SO_REUSEPORT` would join the listeners of another service of the same
+user on the address and share its connections, so the supervisor first checks with a plain bind that
+no socket listens there, and its own socket, bound without `SO_REUSEADDR`, makes that check fail for
+a second service while this one's workers are still starting.
+
+The price of an accept queue per worker: connections the kernel has handed to a worker that exits
+(a crash, a restart) before accepting them are reset, where a shared queue kept them for the other
+workers; Linux moves them to another listener instead with `net.ipv4.tcp_migrate_req=1` (5.14+).
 """
 
 from __future__ import annotations
@@ -45,21 +50,27 @@ def _family(host: str) -> socket.AddressFamily:
 
 class WorkerListener(socket.socket):
     """A socket bound to `host:port` with `SO_REUSEPORT`; pickled, it becomes another such socket
-    in the process that unpickles it."""
+    in the process that unpickles it, one that may bind beside connections closing on the address
+    (`SO_REUSEADDR`: a worker's, which listens)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, reuse_address: bool = False) -> None:
         super().__init__(_family(host), socket.SOCK_STREAM)
-        self.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_address:
+            self.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             self.bind((host, port))
         except OSError:
             self.close()
             raise
-        self.address = (host, port)
+        self.host, self.port = host, self.getsockname()[1]  # the port bound, should 0 have been asked
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (WorkerListener, self.address)
+        return (_worker_listener, (self.host, self.port))
+
+
+def _worker_listener(host: str, port: int) -> WorkerListener:
+    return WorkerListener(host, port, reuse_address=True)
 
 
 def serve_workers(config: uvicorn.Config) -> None:

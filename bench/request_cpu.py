@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import uvloop
 
@@ -53,7 +54,9 @@ async def send_forever(
 
 
 async def measure(args: argparse.Namespace) -> None:
-    port = int(args.base_url.rsplit(":", 1)[1].split("/")[0])
+    if args.users < args.connections:
+        raise SystemExit("--users must be at least --connections: each connection has users of its own")
+    port = urlsplit(args.base_url).port or 80
     pids = server.with_workers(set(server.server_pids(port)))
     if not pids:
         raise SystemExit(f"no server process found listening on port {port}")
@@ -73,9 +76,14 @@ async def measure(args: argparse.Namespace) -> None:
     elapsed = time.monotonic() - started
     for sender in senders:
         sender.cancel()
-    await asyncio.gather(*senders, return_exceptions=True)
+    ended = await asyncio.gather(*senders, return_exceptions=True)
+    failures = [error for error in ended if not isinstance(error, asyncio.CancelledError)]
     for connection in connections:
         connection.abort()
+    if failures:  # fewer connections than asked for measured the rest: say so, as bench/load.py does
+        raise SystemExit(f"FAILURE: {len(failures)} connections failed, e.g. {failures[0]!r}")
+    if not answered:
+        raise SystemExit("FAILURE: no answer came during the measurement")
     print(f"{args.method} {args.path}, {args.connections} connections, {args.users} users, {args.duration:.0f} s")
     print(f"requests/s           {answered / elapsed:.0f}")
     print(f"user CPU per request {1e6 * (user_after - user) / answered:.0f} µs")

@@ -4,7 +4,7 @@ The server is found by its listening port: /proc/net/tcp{,6} gives the listening
 and every process holding one of them among its file descriptors serves it (each worker listens on
 a socket of its own, app/workers.py; a single process holds its own). The supervisor that started
 the workers (uvicorn's, through multiprocessing) listens on none: it is found as their parent. Given
-a pid instead, its descendants holding the sockets it listens on are its workers.
+a pid instead, its descendants that listen on a socket are its workers.
 
     python -m bench.server --port 8002          # the pids, one a line
     python -m bench.server --port 8002 --root   # the topmost one (bench/profile.sh profiles it)

@@ -43,6 +43,9 @@ class ServiceProcess:
                 time.sleep(0.1)
         raise RuntimeError("service did not start")
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait; returns the exit status."""
         assert self.process is not None

@@ -14,7 +14,10 @@ import psutil
 import pytest
 
 from app.core.config import Settings
+from app.workers import WorkerListener, check_nothing_listens
 from bench.server import server_pids
+from tests.conftest import make_settings
+from tests.redis_server import free_port
 from tests.service_process import ServiceProcess
 from tests.support import process_env
 
@@ -38,11 +41,9 @@ def listeners(service: ServiceProcess) -> dict[int, set[str]]:
 
 
 def connections_per_worker(service: ServiceProcess) -> list[int]:
-    assert service.process is not None
     return [
-        sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == service.port for c in child.net_connections("tcp"))
-        for child in psutil.Process(service.process.pid).children()
-        if child.pid in listeners(service)
+        sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == service.port for c in worker.net_connections("tcp"))
+        for worker in map(psutil.Process, listeners(service))
     ]
 
 
@@ -62,11 +63,12 @@ async def open_connections(client: httpx.AsyncClient, count: int) -> None:
     assert {answer.status_code for answer in answers} == {200}
 
 
-@pytest.fixture
-def two_workers(settings: Settings) -> Iterator[ServiceProcess]:
-    service = ServiceProcess({**process_env(settings), "WORKERS": "2"})
-    service.start()
+@pytest.fixture(scope="module")
+def two_workers(database_url: str, redis_url: str) -> Iterator[ServiceProcess]:
+    """One service for the module: each test leaves it with two listening workers."""
+    service = ServiceProcess({**process_env(make_settings(database_url, redis_url)), "WORKERS": "2"})
     try:
+        service.start(timeout=90)  # two workers each import the app: slow on a busy machine
         yield service
     finally:
         service.stop_with_workers(server_pids(service.port))
@@ -111,5 +113,13 @@ async def test_a_second_service_on_the_same_port_does_not_start(
         assert second.process.wait(30) == 1
         assert "cannot listen" in second.log_tail()
     finally:
-        second.stop()
+        workers = [child.pid for child in psutil.Process(second.process.pid).children()] if second.running() else []
+        second.stop_with_workers(workers)
     wait_for_workers(two_workers, 2)  # the first one serves on
+
+
+def test_an_address_held_for_workers_is_refused_before_any_of_them_listens() -> None:
+    port = free_port()
+    with WorkerListener("127.0.0.1", port), pytest.raises(OSError):  # the check a second service makes first
+        check_nothing_listens("127.0.0.1", port)
+    check_nothing_listens("127.0.0.1", port)  # free again

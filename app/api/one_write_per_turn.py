@@ -4,16 +4,17 @@ uvicorn writes a response in two calls, its head and then its body, and the even
 sends each at once: two system calls and two TCP segments per response, which the client reads in
 two. On loopback the kernel delivers a segment within the sender's own system call, so each costs
 the worker more than the call itself: under load, uvicorn's `send` was a quarter of the CPU of a
-`GET /health` (py-spy), and joining the two halved the kernel's time per answered request (85 to 40
-µs, bench/README.md). Held until the end of the turn, a response whose head and body are written
-together goes out in one call; a streamed response's parts go out each at the end of the turn it
-was written in, and whatever is held goes out before the connection closes. Past `FLUSH_BYTES` held,
-it goes out at once: the transport's flow control then pauses a response that writes faster than
-the client reads, as before."""
+`GET /health` (py-spy), and joining the two halved the kernel's time per request answered 422 (85 to
+40 µs, docs/scaling.md). Held until the end of the turn, a response whose head and body are written
+together goes out in one call (one segment, if it fits in one); a streamed response's parts go out
+each at the end of the turn it was written in, and whatever is held goes out before the connection
+closes. Past `FLUSH_BYTES` held, it goes out at once: the transport's flow control then pauses a
+response that writes faster than the client reads, as before."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 FLUSH_BYTES = 64 * 1024  # asyncio's and uvloop's default high-water mark for a transport's buffer
@@ -26,10 +27,12 @@ class OneWritePerTurn(asyncio.Transport):
         super().__init__()
         self._transport = transport
         self._loop = loop
-        self._pending: list[bytes | bytearray | memoryview] = []
+        self._pending: list[bytes] = []
         self._pending_bytes = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not isinstance(data, bytes):
+            data = bytes(data)  # a copy: the writer may reuse its buffer before the turn ends
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(data)
@@ -37,7 +40,7 @@ class OneWritePerTurn(asyncio.Transport):
         if self._pending_bytes >= FLUSH_BYTES:
             self.flush()
 
-    def writelines(self, list_of_data: Any) -> None:
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         for data in list_of_data:
             self.write(data)
 
