@@ -36,12 +36,6 @@ class Counts:
     statuses: dict[int, int] = field(default_factory=dict)
 
 
-def cpu_split(pids: list[int]) -> tuple[float, float]:
-    """User and system CPU seconds the processes have used so far."""
-    times = [server.cpu_times(pid) for pid in pids]
-    return sum(user for user, _ in times), sum(system for _, system in times)
-
-
 async def send_forever(
     connection: Connection, request: tuple[bytes, bytes, bytes], users: list[bytes], counts: Counts
 ) -> None:
@@ -69,10 +63,10 @@ async def measure(args: argparse.Namespace) -> None:
         for index, connection in enumerate(connections)
     ]
     await asyncio.sleep(WARM_UP_SECONDS)
-    answers, (user, system), started = counts.answers, cpu_split(pids), time.monotonic()
+    answers, meter, started = counts.answers, server.CpuMeter(pids), time.monotonic()
     await asyncio.sleep(args.duration)
     answered = counts.answers - answers
-    user_after, system_after = cpu_split(pids)
+    user, system = meter.used_by_kind()
     elapsed = time.monotonic() - started
     for sender in senders:
         sender.cancel()
@@ -86,8 +80,8 @@ async def measure(args: argparse.Namespace) -> None:
         raise SystemExit("FAILURE: no answer came during the measurement")
     print(f"{args.method} {args.path}, {args.connections} connections, {args.users} users, {args.duration:.0f} s")
     print(f"requests/s           {answered / elapsed:.0f}")
-    print(f"user CPU per request {1e6 * (user_after - user) / answered:.0f} µs")
-    print(f"sys CPU per request  {1e6 * (system_after - system) / answered:.0f} µs")
+    print(f"user CPU per request {1e6 * user / answered:.0f} µs")
+    print(f"sys CPU per request  {1e6 * system / answered:.0f} µs")
     print(f"answers by status    {dict(sorted(counts.statuses.items()))}")
 
 

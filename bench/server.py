@@ -95,11 +95,6 @@ def with_workers(pids: set[int]) -> list[int]:
     return sorted(found)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used so far (0 if it is gone)."""
-    return sum(cpu_times(pid))
-
-
 def cpu_times(pid: int) -> tuple[float, float]:
     """User and system CPU time the process has used so far (zeros if it is gone)."""
     try:
@@ -133,17 +128,24 @@ def describe(pids: list[int]) -> list[ServerProcess]:
 
 
 class CpuMeter:
-    """CPU time the server's processes use from now on (utime + stime, summed over them)."""
+    """CPU time the server's processes use from now on (summed over them)."""
 
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
-        self._start = self._total()
+        self._start = self._times()
 
-    def _total(self) -> float:
-        return sum(cpu_seconds(pid) for pid in self.pids)
+    def _times(self) -> tuple[float, float]:
+        times = [cpu_times(pid) for pid in self.pids]
+        return sum(user for user, _ in times), sum(system for _, system in times)
 
     def used(self) -> float:
-        return self._total() - self._start
+        """User plus system time since the meter started."""
+        return sum(self.used_by_kind())
+
+    def used_by_kind(self) -> tuple[float, float]:
+        """User time and system time since the meter started."""
+        (user, system), (user_then, system_then) = self._times(), self._start
+        return user - user_then, system - system_then
 
 
 def main() -> None:
