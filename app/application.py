@@ -25,6 +25,7 @@ from app.runtime import Runtime
 from app.services.events_inbound import run_subscriber
 from app.services.outbox_relay import OutboxRelay
 from app.services.sweeper import run_sweeper
+from app.services.warm_up import warm_up
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -37,6 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     runtime = Runtime.from_settings(settings)
     app.state.runtime = runtime
+    await warm_up(runtime)  # before the traces start: its statements are not requests' work
     stop_tracing = tracing.instrument(runtime.engine, app.state.tracer_provider)
     relay = OutboxRelay(runtime)
     runtime.transactions.on_published(relay.wake)

@@ -79,6 +79,7 @@ def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settin
         "background_tasks_enabled": False,
         "log_level": "WARNING",
         "redis_breaker_reset_seconds": 2.0,
+        "warm_up_connections": 0,  # a new app for every test: tests/test_warm_up.py warms up
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

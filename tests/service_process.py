@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.redis_server import free_port
 
@@ -28,6 +29,8 @@ class ServiceProcess:
         self.log = Path(tempfile.mkstemp(prefix="service-", suffix=".log")[1])
 
     def start(self, timeout: float = 30.0) -> None:
+        """Start it and wait until it answers, and with several workers until each listens (or it
+        exits): a worker listens once its start-up, the warm-up's writes included, is over."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "main.py"], cwd=ROOT, env=self._env, stdout=log, stderr=subprocess.STDOUT
@@ -38,10 +41,40 @@ class ServiceProcess:
                 raise RuntimeError(f"service exited: {self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
-                    return
+                    break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError("service did not start")
+        else:
+            raise RuntimeError("service did not start")
+        workers = int(self._env.get("WORKERS", "1"))
+        while workers > 1 and self.running() and len(self.listeners()) < workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def listeners(self) -> dict[int, set[str]]:
+        """Each worker process and the sockets (`socket:[inode]`) it listens on, with several workers."""
+        assert self.process is not None
+        found: dict[int, set[str]] = {}
+        for child in psutil.Process(self.process.pid).children():
+            try:
+                sockets = {
+                    os.readlink(f"/proc/{child.pid}/fd/{connection.fd}")
+                    for connection in child.net_connections(kind="tcp")
+                    if connection.status == psutil.CONN_LISTEN and connection.laddr.port == self.port
+                }
+            except (psutil.Error, FileNotFoundError):  # a worker that is just exiting
+                continue
+            if sockets:
+                found[child.pid] = sockets
+        return found
+
+    def wait_for_workers(self, count: int, timeout: float = 30.0) -> dict[int, set[str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.listeners()
+            if len(found) == count:
+                return found
+            time.sleep(0.1)
+        raise AssertionError(f"not {count} listening workers: {self.listeners()}")
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -22,39 +22,11 @@ from tests.service_process import ServiceProcess
 from tests.support import process_env
 
 
-def listeners(service: ServiceProcess) -> dict[int, set[str]]:
-    """Each worker process of the service and the sockets (`socket:[inode]`) it listens on."""
-    assert service.process is not None
-    found: dict[int, set[str]] = {}
-    for child in psutil.Process(service.process.pid).children():
-        try:
-            sockets = {
-                os.readlink(f"/proc/{child.pid}/fd/{connection.fd}")
-                for connection in child.net_connections(kind="tcp")
-                if connection.status == psutil.CONN_LISTEN and connection.laddr.port == service.port
-            }
-        except (psutil.Error, FileNotFoundError):  # a worker that is just exiting
-            continue
-        if sockets:
-            found[child.pid] = sockets
-    return found
-
-
 def connections_per_worker(service: ServiceProcess) -> list[int]:
     return [
         sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == service.port for c in worker.net_connections("tcp"))
-        for worker in map(psutil.Process, listeners(service))
+        for worker in map(psutil.Process, service.listeners())
     ]
-
-
-def wait_for_workers(service: ServiceProcess, count: int, timeout: float = 30.0) -> dict[int, set[str]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = listeners(service)
-        if len(found) == count:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"not {count} listening workers: {listeners(service)}")
 
 
 async def open_connections(client: httpx.AsyncClient, count: int) -> None:
@@ -75,7 +47,7 @@ def two_workers(database_url: str, redis_url: str) -> Iterator[ServiceProcess]:
 
 
 async def test_each_worker_listens_on_a_socket_of_its_own(two_workers: ServiceProcess) -> None:
-    found = wait_for_workers(two_workers, 2)
+    found = two_workers.wait_for_workers(2)
     assert [len(sockets) for sockets in found.values()] == [1, 1]
     assert len(set.union(*found.values())) == 2  # not one socket shared by both
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -87,14 +59,14 @@ async def test_each_worker_listens_on_a_socket_of_its_own(two_workers: ServicePr
 
 
 async def test_a_worker_restarted_after_a_crash_listens_again(two_workers: ServiceProcess) -> None:
-    before = wait_for_workers(two_workers, 2)
+    before = two_workers.wait_for_workers(2)
     crashed = min(before)
     os.kill(crashed, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while crashed in listeners(two_workers) or len(listeners(two_workers)) < 2:
+    while crashed in two_workers.listeners() or len(two_workers.listeners()) < 2:
         assert time.monotonic() < deadline, "no worker replaced the crashed one"
         await asyncio.sleep(0.2)
-    after = listeners(two_workers)
+    after = two_workers.listeners()
     assert len(set.union(*after.values())) == 2
     assert after[max(before)] == before[max(before)]  # the other worker kept its socket
     # New connections, each hashed to one of the two listening workers, are all answered.
@@ -115,7 +87,7 @@ async def test_a_second_service_on_the_same_port_does_not_start(
     finally:
         workers = [child.pid for child in psutil.Process(second.process.pid).children()] if second.running() else []
         second.stop_with_workers(workers)
-    wait_for_workers(two_workers, 2)  # the first one serves on
+    two_workers.wait_for_workers(2)  # the first one serves on
 
 
 def test_an_address_held_for_workers_is_refused_before_any_of_them_listens() -> None:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     db_command_timeout_seconds: float = Field(15.0, gt=0)
     # Off behind a transaction-mode pooler that cannot keep them (PgBouncer before 1.21).
     db_prepared_statements: bool = True
+    # Pooled connections the booking path is rehearsed on at start-up (app/services/warm_up.py), at
+    # most DB_POOL_SIZE; 0: none, and the first batches pay for compiling and preparing.
+    warm_up_connections: int = Field(2, ge=0)
 
     redis_url: str | None = None
     redis_host: str | None = None

@@ -30,9 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 
 from opentelemetry.trace import SpanContext
 from sqlalchemy import bindparam, select
@@ -166,6 +167,17 @@ class BookingBatcher:
         finally:
             self._drainer = None
 
+    async def rehearse(self, uow: UnitOfWork, event_ids: Sequence[int], booking_ids: Iterator[int]) -> None:
+        """Book in `uow` as batches do: a seat of the first event alone (a batch of one event reads
+        its row as it is), then a seat of each (a batch of several locks their rows first), by the
+        service itself for user 0, with ids from `booking_ids`. For a warm-up (app/services/warm_up.py):
+        the events must exist, locked in `uow`, and the unit must be rolled back."""
+        for events in (event_ids[:1], event_ids):
+            requested = {event_id: [BookingRequest(Actor.system(), 0, event_id, 1)] for event_id in events}
+            for outcome in (await self._book(uow, requested, booking_ids)).values():
+                if not isinstance(outcome, BookingRead):
+                    raise RuntimeError(f"a rehearsed booking was refused: {outcome!r}")
+
     def _mark_busy(self) -> None:
         """A batch of several requests: the instance is under load for the next second."""
         self._busy_until = asyncio.get_running_loop().time() + HOT_MEMORY_SECONDS
@@ -242,7 +254,7 @@ class BookingBatcher:
 
         patience = self._patience(batch, by_event)
         try:
-            return await self._transactions.locked_where_free(list(by_event), book_with_latecomers, patience)
+            outcomes = await self._transactions.locked_where_free(list(by_event), book_with_latecomers, patience)
         except Exception as exc:
             failure: Exception = exc
             if is_data_error(exc):
@@ -254,6 +266,9 @@ class BookingBatcher:
             elif not isinstance(exc, AppError):
                 log.exception("booking_batch_failed", size=len(batch))
             return {id(request): failure for request in batch}
+        if any(outcome is not EVENT_BUSY for outcome in outcomes.values()):
+            metrics.BOOKING_BATCH_SIZE.observe(sum(isinstance(outcome, BookingRead) for outcome in outcomes.values()))
+        return outcomes
 
     def _take_latecomers(
         self, batch: list[BookingRequest], by_event: dict[int, list[BookingRequest]], locked: frozenset[int]
@@ -290,7 +305,11 @@ class BookingBatcher:
         outcomes.update(await self._attempt(batch[middle:]))
         return outcomes
 
-    async def _book(self, uow: UnitOfWork, requested: dict[int, list[BookingRequest]]) -> dict[int, Outcome]:
+    async def _book(
+        self, uow: UnitOfWork, requested: dict[int, list[BookingRequest]], made_up_ids: Iterator[int] | None = None
+    ) -> dict[int, Outcome]:
+        """Book what the unit's locked events can give; the bookings' ids come from their sequence,
+        or from `made_up_ids` (a rehearsal's: it must leave the sequence where it was)."""
         outcomes: dict[int, Outcome] = {
             id(request): EVENT_BUSY
             for event_id, requests in requested.items()
@@ -304,9 +323,13 @@ class BookingBatcher:
         # (hot) event's row is locked only by the capacity UPDATE at the end, for the least time.
         read = READ_EVENTS_LOCKED if len(by_event) > 1 else READ_EVENTS
         size = sum(len(requests) for requests in by_event.values())
-        read_rows = (await uow.session.execute(read, {"event_ids": list(by_event), "id_count": size})).all()
+        drawn = size if made_up_ids is None else 0
+        read_rows = (await uow.session.execute(read, {"event_ids": list(by_event), "id_count": drawn})).all()
         events = {event.event_id: event for event, _ in read_rows}
-        booking_ids: list[int] = read_rows[0].booking_ids if read_rows else []
+        if made_up_ids is None:
+            booking_ids: list[int] = read_rows[0].booking_ids if read_rows else []
+        else:
+            booking_ids = list(islice(made_up_ids, size))
         buyers = [(request.event_id, request.user_id) for requests in by_event.values() for request in requests]
         allowance = await buyer_limit.allowance_for(uow.session, events.values(), buyers)
         accepted: list[tuple[BookingRequest, EventAvailability]] = []
@@ -325,7 +348,6 @@ class BookingBatcher:
             # commit only.
             await take_seats(uow, _totals(events, accepted))
             outcomes.update((id(request), booking) for (request, _), booking in zip(accepted, bookings, strict=True))
-        metrics.BOOKING_BATCH_SIZE.observe(len(accepted))
         return outcomes
 
 

@@ -15,7 +15,7 @@ committed, then the request is refused (the one policy for lapsed rows, app/serv
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -263,6 +263,24 @@ class Transactions:
         async with self._infrastructure.sessionmaker() as session:
             uow, result = await self._retrying(lambda: self._attempt(session, operation, frozenset()))
         return await self._after_commit(uow, result)
+
+    async def rehearse(self, operation: Operation[object], locked_events: frozenset[int], connections: int) -> None:
+        """Run `operation` as a unit of work on each of `connections` pooled connections, each in a
+        transaction rolled back: nothing it writes stays and nothing is announced. What stays is what
+        a first run leaves: its statements compiled, and on each connection PostgreSQL's caches of
+        the tables it touched and its statements prepared (app/services/warm_up.py)."""
+        infrastructure = self._infrastructure
+        async with AsyncExitStack() as held:  # each connection stays checked out: the next is another
+            for _ in range(connections):
+                connection = await held.enter_async_context(infrastructure.engine.connect())
+                async with infrastructure.sessionmaker(bind=connection) as session:
+                    transaction = await session.begin()
+                    try:
+                        uow = UnitOfWork(session, self._settings, locked_events=locked_events)
+                        await operation(uow)
+                        await uow.finish()
+                    finally:
+                        await transaction.rollback()
 
     async def _retrying(self, attempt: Callable[[], Awaitable[X]]) -> X:
         """Run `attempt` (a whole transaction) again on a stale version, a deadlock or a
