@@ -47,7 +47,9 @@ class ServiceProcess:
         else:
             raise RuntimeError("service did not start")
         workers = int(self._env.get("WORKERS", "1"))
-        while workers > 1 and self.running() and len(self.listeners()) < workers and time.monotonic() < deadline:
+        while workers > 1 and self.running() and len(self.listeners()) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not {workers} workers listening: {self.listeners()}")
             time.sleep(0.1)
 
     def listeners(self) -> dict[int, set[str]]:
@@ -68,6 +70,7 @@ class ServiceProcess:
         return found
 
     def wait_for_workers(self, count: int, timeout: float = 30.0) -> dict[int, set[str]]:
+        """`listeners()` once `count` workers listen (a worker that was replaced, for one)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.listeners()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -10,6 +13,8 @@ from app.core import metrics
 from app.core.config import Settings
 from tests.conftest import make_settings, running_app
 from tests.redis_server import free_port
+from tests.service_process import ServiceProcess
+from tests.support import process_env
 
 ROWS = text(
     "SELECT (SELECT count(*) FROM event_availability), (SELECT count(*) FROM bookings),"
@@ -42,20 +47,33 @@ async def test_the_pool_starts_with_the_booking_statements_prepared(warm: Settin
 async def test_the_warm_up_leaves_no_rows_draws_no_id_and_counts_no_batch(warm: Settings, db: AsyncConnection) -> None:
     batches = _batches_counted()
     async with running_app(warm) as api:
-        await api.create_event(42, capacity=5)
+        assert api.runtime.engine.pool.checkedin() == 2  # type: ignore[attr-defined]  # it did run
+        assert (await api.create_event(42, capacity=5))["id"] == 1  # a fresh service's first event
         booked = await api.book(7, 42)
         assert booked.status_code == 201, booked.text
         assert booked.json()["id"] == 1  # a fresh service's first booking
-    # The event and the booking, each with its audit row and message: nothing of the warm-up's.
+    # The event and the booking, each with its audit row and message: no row of the warm-up's.
     assert (await db.execute(ROWS)).one() == (1, 1, 2, 2)
     assert _batches_counted() == batches + 1  # the request's batch alone
 
 
-async def test_the_service_starts_when_the_database_does_not_answer(
-    redis_url: str, capfd: pytest.CaptureFixture[str]
-) -> None:
-    unreachable = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
-    async with running_app(make_settings(unreachable, redis_url, warm_up_connections=2)) as api:
-        assert (await api.client.get("/health")).status_code == 200  # alive, and saying what is down
-        assert (await api.client.get("/api/v1/health")).status_code == 503
-    assert '"event":"warm_up_failed"' in capfd.readouterr().out
+def _start_on(database_url: str, redis_url: str) -> str:
+    """Start a service process on `database_url`; its log once it answers."""
+    service = ServiceProcess(process_env(make_settings(database_url, redis_url)))
+    try:
+        service.start()
+        assert httpx.get(f"{service.url}/health").status_code == 200
+        return service.log.read_text()
+    finally:
+        service.stop()
+
+
+def test_the_service_starts_when_the_database_refuses(redis_url: str) -> None:
+    log = _start_on(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing", redis_url)
+    assert '"event":"warm_up_failed"' in log
+
+
+def test_the_service_starts_when_the_database_does_not_answer(redis_url: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never accepts, never answers
+        log = _start_on(f"postgresql+asyncpg://postgres@127.0.0.1:{silent.getsockname()[1]}/nothing", redis_url)
+    assert '"event":"warm_up_failed"' in log and '"error_type":"TimeoutError"' in log

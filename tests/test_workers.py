@@ -80,7 +80,7 @@ async def test_a_second_service_on_the_same_port_does_not_start(
 ) -> None:
     second = ServiceProcess({**process_env(settings), "WORKERS": "2"}, port=two_workers.port)
     try:
-        second.start()  # returns at once: the first one answers on the port
+        second.start()  # returns once it exits: the first one answers on the port
         assert second.process is not None
         assert second.process.wait(30) == 1
         assert "cannot listen" in second.log_tail()

@@ -167,14 +167,15 @@ class BookingBatcher:
         finally:
             self._drainer = None
 
-    async def rehearse(self, uow: UnitOfWork, event_ids: Sequence[int], booking_ids: Iterator[int]) -> None:
+    async def rehearse(self, uow: UnitOfWork, event_ids: Sequence[int], made_up_ids: Iterator[int]) -> None:
         """Book in `uow` as batches do: a seat of the first event alone (a batch of one event reads
         its row as it is), then a seat of each (a batch of several locks their rows first), by the
-        service itself for user 0, with ids from `booking_ids`. For a warm-up (app/services/warm_up.py):
-        the events must exist, locked in `uow`, and the unit must be rolled back."""
+        service itself for user 0, the bookings' ids taken from `made_up_ids`. For a warm-up
+        (app/services/warm_up.py): the events, named in `uow.locked_events`, must be seen by no other
+        transaction (made in this one), and the unit must be rolled back."""
         for events in (event_ids[:1], event_ids):
             requested = {event_id: [BookingRequest(Actor.system(), 0, event_id, 1)] for event_id in events}
-            for outcome in (await self._book(uow, requested, booking_ids)).values():
+            for outcome in (await self._book(uow, requested, made_up_ids=made_up_ids)).values():
                 if not isinstance(outcome, BookingRead):
                     raise RuntimeError(f"a rehearsed booking was refused: {outcome!r}")
 
@@ -266,7 +267,7 @@ class BookingBatcher:
             elif not isinstance(exc, AppError):
                 log.exception("booking_batch_failed", size=len(batch))
             return {id(request): failure for request in batch}
-        if any(outcome is not EVENT_BUSY for outcome in outcomes.values()):
+        if any(outcome is not EVENT_BUSY for outcome in outcomes.values()):  # it had an event to book
             metrics.BOOKING_BATCH_SIZE.observe(sum(isinstance(outcome, BookingRead) for outcome in outcomes.values()))
         return outcomes
 
@@ -306,10 +307,10 @@ class BookingBatcher:
         return outcomes
 
     async def _book(
-        self, uow: UnitOfWork, requested: dict[int, list[BookingRequest]], made_up_ids: Iterator[int] | None = None
+        self, uow: UnitOfWork, requested: dict[int, list[BookingRequest]], *, made_up_ids: Iterator[int] | None = None
     ) -> dict[int, Outcome]:
-        """Book what the unit's locked events can give; the bookings' ids come from their sequence,
-        or from `made_up_ids` (a rehearsal's: it must leave the sequence where it was)."""
+        """Book what the unit's locked events can give; the bookings' ids are drawn from their
+        sequence with the events' read, or taken from `made_up_ids` (a rehearsal: no id drawn)."""
         outcomes: dict[int, Outcome] = {
             id(request): EVENT_BUSY
             for event_id, requests in requested.items()

@@ -265,10 +265,12 @@ class Transactions:
         return await self._after_commit(uow, result)
 
     async def rehearse(self, operation: Operation[object], locked_events: frozenset[int], connections: int) -> None:
-        """Run `operation` as a unit of work on each of `connections` pooled connections, each in a
-        transaction rolled back: nothing it writes stays and nothing is announced. What stays is what
-        a first run leaves: its statements compiled, and on each connection PostgreSQL's caches of
-        the tables it touched and its statements prepared (app/services/warm_up.py)."""
+        """Run `operation` as a unit of work on each of `connections` pooled connections, one after
+        another, each in a transaction rolled back: no row it writes stays (the sequences it draws
+        from move on) and nothing is announced. What stays is what a first run leaves: its
+        statements compiled, and on each connection PostgreSQL's caches of the tables it touched and
+        its statements prepared (app/services/warm_up.py). No lock is taken: the `locked_events`
+        must be seen by no other transaction (made by `operation` itself)."""
         infrastructure = self._infrastructure
         async with AsyncExitStack() as held:  # each connection stays checked out: the next is another
             for _ in range(connections):
