@@ -6,7 +6,7 @@ import functools
 import os
 import shutil
 import tempfile
-from typing import Any, cast
+from typing import TypedDict, cast
 
 import uvicorn
 
@@ -23,7 +23,7 @@ def main() -> None:
         share_metrics_between_workers()
     # Several workers need an import string: each process builds its own app.
     app = "app.application:create_app" if settings.workers > 1 else create_app(settings)
-    options: dict[str, Any] = {
+    options: ServerOptions = {
         "factory": settings.workers > 1,
         "workers": settings.workers,
         "host": settings.bind_host,
@@ -38,6 +38,21 @@ def main() -> None:
         serve_workers(uvicorn.Config(app, **options))  # a listening socket per worker (app/workers.py)
     else:
         uvicorn.run(app, **options)
+
+
+class ServerOptions(TypedDict):
+    """uvicorn's options, the same for one worker and several: checked against `uvicorn.run`'s and
+    `uvicorn.Config`'s parameters where they are passed."""
+
+    factory: bool
+    workers: int
+    host: str
+    port: int
+    log_config: None
+    access_log: bool
+    proxy_headers: bool
+    timeout_graceful_shutdown: int
+    http: type[asyncio.Protocol]
 
 
 def head_limited_http(settings: Settings) -> type[asyncio.Protocol]:
