@@ -27,6 +27,7 @@ import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 
@@ -80,6 +81,6 @@ def serve_workers(config: uvicorn.Config) -> None:
         held = WorkerListener(config.host, config.port)
     except OSError as exc:
         print(f"cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(STARTUP_FAILURE)  # uvicorn's own status when it cannot bind
     with held:
         Multiprocess(config, sockets=[held]).run()

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import psutil
 import pytest
+from uvicorn.config import STARTUP_FAILURE
 
 from app.core.config import Settings
 from app.workers import WorkerListener, check_nothing_listens
@@ -82,7 +83,7 @@ async def test_a_second_service_on_the_same_port_does_not_start(
     try:
         second.start()  # returns once it exits: the first one answers on the port
         assert second.process is not None
-        assert second.process.wait(30) == 1
+        assert second.process.wait(30) == STARTUP_FAILURE  # as uvicorn's own workers exit
         assert "cannot listen" in second.log_tail()
     finally:
         workers = [child.pid for child in psutil.Process(second.process.pid).children()] if second.running() else []
