@@ -22,6 +22,7 @@ workers; Linux moves them to another listener instead with `net.ipv4.tcp_migrate
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from typing import Any
@@ -83,4 +84,11 @@ def serve_workers(config: uvicorn.Config) -> None:
         print(f"cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)  # uvicorn's own status when it cannot bind
     with held:
+        # What uvicorn says when it binds the workers' socket itself: operators look for this line.
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)",
+            "https" if config.is_ssl else "http",
+            config.host,
+            held.port,
+        )
         Multiprocess(config, sockets=[held]).run()
