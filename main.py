@@ -11,10 +11,9 @@ from typing import TypedDict, cast
 import uvicorn
 
 from app.api.request_heads import HeadLimitedProtocol
-from app.application import create_app
+from app.application import configure_service_logging, create_app
 from app.core import metrics
-from app.core.config import Environment, Settings, load_settings
-from app.core.logging import configure_logging, wants_console
+from app.core.config import Settings, load_settings
 from app.workers import serve_workers, spreads_connections
 
 
@@ -24,7 +23,7 @@ def main() -> None:
         share_metrics_between_workers()
         # The supervisor builds no app: its own lines (where it listens, a worker that died and was
         # replaced) are logged as the workers' are.
-        configure_logging(settings.log_level, console=wants_console(settings.environment is Environment.DEVELOPMENT))
+        configure_service_logging(settings)
     # Several workers need an import string: each process builds its own app.
     app = "app.application:create_app" if settings.workers > 1 else create_app(settings)
     options: ServerOptions = {

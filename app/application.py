@@ -94,10 +94,15 @@ async def _shut_down(runtime: Runtime, relay: OutboxRelay, tasks: list[asyncio.T
     log.info("service_stopped")
 
 
+def configure_service_logging(settings: Settings) -> None:
+    """The service's logs: JSON lines, or a console layout in development at a terminal."""
+    configure_logging(settings.log_level, console=wants_console(settings.environment is Environment.DEVELOPMENT))
+
+
 def create_app(settings: Settings | None = None, tracer_provider: TracerProvider | None = None) -> FastAPI:
     """The app; traced when the `OTEL_*` variables ask for it, or with the tracer provider given."""
     settings = settings or load_settings()
-    configure_logging(settings.log_level, console=wants_console(settings.environment is Environment.DEVELOPMENT))
+    configure_service_logging(settings)
     tracer_provider = tracer_provider or tracing.provider_from_environment(settings.service_name)
     # /docs and /redoc with their scripts served by the service itself (a pinned package): no CDN.
     app = FastAPIOffline(
