@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 # Python's default is 700: a worker under load met it about 90 times a second, and its young
-# collections took 3 to 5% of its CPU (docs/scaling.md, the eighth, ninth and tenth rounds).
+# collections took 3 to 5% of its CPU. At 10,000 each collection pauses the loop longer (about 6 ms)
+# but seldom, and the p99 did not rise (docs/scaling.md, the eighth to tenth rounds; Python 3.11,
+# whose collector these thresholds describe).
 YOUNG_COLLECTION_THRESHOLD = 10_000
 
 

@@ -76,19 +76,22 @@ def _worker_listener(host: str, port: int) -> WorkerListener:
 
 
 def serve_workers(config: uvicorn.Config) -> None:
-    """Run `config.workers` workers under uvicorn's supervisor, each on a listener of its own."""
+    """Run `config.workers` workers under uvicorn's supervisor, each on a listener of its own. The
+    supervisor logs what uvicorn logs when it binds the workers' socket itself."""
+    log = logging.getLogger("uvicorn.error")
     try:
         check_nothing_listens(config.host, config.port)
         held = WorkerListener(config.host, config.port)
     except OSError as exc:
-        print(f"cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         sys.exit(STARTUP_FAILURE)  # uvicorn's own status when it cannot bind
     with held:
-        # What uvicorn says when it binds the workers' socket itself: operators look for this line.
-        logging.getLogger("uvicorn.error").info(
-            "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)",
-            "https" if config.is_ssl else "http",
-            config.host,
-            held.port,
-        )
+        # Operators and their tooling look for this line.
+        log.info("Uvicorn running on %s (Press CTRL+C to quit)", _address(config, held.port))
         Multiprocess(config, sockets=[held]).run()
+
+
+def _address(config: uvicorn.Config, port: int) -> str:
+    """The address as uvicorn writes it: an IPv6 host in brackets."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return f"{'https' if config.is_ssl else 'http'}://{host}:{port}"
