@@ -1,6 +1,7 @@
-"""Each checkout from the pool checks its connection in one round trip (none when the connection
-was just opened), and connections the server closed while they sat in the pool are replaced before
-anybody uses them."""
+"""A checkout from the pool checks its connection in one round trip, unless the connection was just
+opened or was given back less than DB_CHECK_IDLE_SECONDS ago; connections the server closed while
+they sat in the pool are replaced before anybody uses them, or, within that time, after the first
+statement that finds one closed."""
 
 from __future__ import annotations
 
@@ -11,16 +12,28 @@ from typing import Any
 import pytest
 from asyncpg import Connection
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core import metrics
 from app.core.config import Settings
 from app.db.session import create_engine
 
+CHECK_IDLE_SECONDS = 0.3
+
 
 @pytest.fixture
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings)
+    """An engine whose checkouts check every connection."""
+    engine = create_engine(settings.model_copy(update={"db_check_idle_seconds": 0}))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def windowed_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """An engine whose checkouts check only connections idle at least CHECK_IDLE_SECONDS."""
+    engine = create_engine(settings.model_copy(update={"db_check_idle_seconds": CHECK_IDLE_SECONDS}))
     yield engine
     await engine.dispose()
 
@@ -69,6 +82,50 @@ async def test_a_connection_just_opened_is_not_checked(engine: AsyncEngine) -> N
         await asyncio.sleep(0)
         assert sent == []
         await backend_pid(connection)
+
+
+async def statements_of_checkout_after(engine: AsyncEngine, pause: float) -> list[str]:
+    """What a checkout of the engine's one pooled connection sends before it is used, `pause`
+    seconds after that connection was given back."""
+    async with engine.connect() as connection:
+        await backend_pid(connection)
+    sent = log_statements(engine, "checkout")
+    async with engine.connect() as connection:  # the listener is in place after this checkout
+        await backend_pid(connection)
+    await asyncio.sleep(pause)
+    sent.clear()
+    async with engine.connect() as connection:
+        await asyncio.sleep(0)
+        before_use = list(sent)
+        await backend_pid(connection)
+    return before_use
+
+
+async def test_a_connection_given_back_just_now_is_not_checked(windowed_engine: AsyncEngine) -> None:
+    assert await statements_of_checkout_after(windowed_engine, 0) == []
+
+
+async def test_a_connection_idle_longer_is_checked(windowed_engine: AsyncEngine) -> None:
+    assert await statements_of_checkout_after(windowed_engine, CHECK_IDLE_SECONDS + 0.1) == ["SELECT 1"]
+
+
+async def test_a_connection_closed_within_the_window_fails_once_then_the_pool_is_new(
+    windowed_engine: AsyncEngine, db: AsyncConnection
+) -> None:
+    """The trade-off of not checking: the first statement on a connection closed since its last use
+    fails as a lost connection (the API answers 503), and the pool's other connections go with it."""
+    before = await pids_of_two_at_once(windowed_engine)
+    cut = await db.execute(
+        text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"), {"pids": list(before)}
+    )
+    assert all(cut.scalars())
+    await db.commit()
+    with pytest.raises(DBAPIError) as lost:
+        async with windowed_engine.connect() as connection:
+            await backend_pid(connection)
+    assert lost.value.connection_invalidated
+    after = await pids_of_two_at_once(windowed_engine)
+    assert len(after) == 2 and not after & before
 
 
 def connections_in_use() -> float:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(5.0, gt=0)
     db_connect_timeout_seconds: float = Field(5.0, gt=0)
     db_command_timeout_seconds: float = Field(15.0, gt=0)
+    # A pooled connection given back less than this long ago is not checked at its next checkout
+    # (HikariCP's aliveBypassWindowMs, 500 ms there too); 0: every checkout checks.
+    db_check_idle_seconds: float = Field(0.5, ge=0)
     # Off behind a transaction-mode pooler that cannot keep them (PgBouncer before 1.21).
     db_prepared_statements: bool = True
     # Pooled connections the booking path is rehearsed on at start-up (app/services/warm_up.py), at

@@ -4,14 +4,18 @@ After a failover the pool finds the new primary by itself: a connection that fai
 that lands on a server no longer writable (SQLSTATE 25006) or matching no host's role, counts as a
 disconnect. SQLAlchemy then discards that connection and every other one the pool holds (they
 point at the same old primary), and new connections let asyncpg pick the host that is now the
-writable one (`target_session_attrs=read-write`). A connection the server has closed is caught
-before it is used: each checkout of a pooled connection checks it in one round trip
-(`_ping_on_checkout`). Nothing is added on a query that succeeds.
+writable one (`target_session_attrs=read-write`). A connection the server has closed while it sat
+in the pool is caught before it is used: a checkout of a pooled connection idle at least
+`DB_CHECK_IDLE_SECONDS` checks it in one round trip (`_ping_on_checkout`). Nothing is added on a
+query that succeeds.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import time
 
 import orjson
 from asyncpg.exceptions import InterfaceError, TargetServerAttributeNotMatched
@@ -24,7 +28,9 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from app.core import metrics
 from app.core.config import Settings
 
-FRESH = "opened_since_checked"  # in a pooled connection's info: not to be checked at its first checkout
+# In a pooled connection's info: not to be checked at its first checkout; when it was last given back.
+FRESH = "opened_since_checked"
+RETURNED_AT = "returned_at"
 
 # read_only_sql_transaction (a demoted primary), admin_shutdown, crash_shutdown, cannot_connect_now
 FAILOVER_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
@@ -45,7 +51,10 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     # The check first: a connection that fails it is replaced and the checkout's listeners run again
     # for the new one, so the ones after it see each checkout once.
     event.listen(engine.sync_engine.pool, "connect", _mark_fresh)
-    event.listen(engine.sync_engine.pool, "checkout", _ping_on_checkout)
+    event.listen(engine.sync_engine.pool, "checkin", _mark_returned)
+    event.listen(
+        engine.sync_engine.pool, "checkout", functools.partial(_ping_on_checkout, settings.db_check_idle_seconds)
+    )
     _count_connections(engine.sync_engine.pool, settings.db_pool_size)
     event.listen(engine.sync_engine, "handle_error", _failover_is_disconnect)
     return engine
@@ -75,21 +84,31 @@ def _mark_fresh(_dbapi_connection: AdaptedConnection, record: ConnectionPoolEntr
     record.info[FRESH] = True
 
 
+def _mark_returned(_dbapi_connection: AdaptedConnection | None, record: ConnectionPoolEntry) -> None:
+    record.info[RETURNED_AT] = time.monotonic()
+
+
 def _ping_on_checkout(
-    dbapi_connection: AdaptedConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    idle_seconds: float,
+    dbapi_connection: AdaptedConnection,
+    record: ConnectionPoolEntry,
+    _proxy: PoolProxiedConnection,
 ) -> None:
     """`pool_pre_ping`'s check in one round trip instead of three. The dialect's ping sends `;` as
     a prepared statement, so it wraps it in a transaction of its own (BEGIN, `;`, ROLLBACK) for a
     transaction-mode pooler's sake; a simple query (asyncpg's `execute` without arguments) is one
     message, safe there too (asyncpg cannot read the answer to an empty one, hence `SELECT 1`).
     Each round trip waits for a busy worker's event loop, and the booking batch takes a connection
-    for every batch. A connection just opened is not checked, as pre-ping does not check it.
+    for every batch. A connection just opened is not checked, as pre-ping does not check it, nor one
+    given back less than `idle_seconds` ago: under load every connection is, and a server that went
+    away since fails that connection's next statement instead, which discards the pool's connections
+    as a failed check does (HikariCP skips its check within 500 ms of a connection's last use alike).
 
     A connection found closed, or on a server that is no longer the one wanted, discards the pool's
     older connections with it, as pre-ping does (the server restarted or failed over); one the
     driver cannot use any more is discarded alone. The pool then connects again. Any other failure
     (a timeout, say) is the checkout's, as with pre-ping."""
-    if record.info.pop(FRESH, False):
+    if record.info.pop(FRESH, False) or time.monotonic() - record.info.get(RETURNED_AT, -math.inf) < idle_seconds:
         return
     try:
         dbapi_connection.run_async(lambda connection: connection.execute("SELECT 1"))
