@@ -253,18 +253,9 @@ class BookingBatcher:
                 take_latecomers = False
             return await self._book(uow, by_event)
 
-        def answer_bookings(outcomes: dict[int, Outcome]) -> None:
-            """Committed, and the cache holds their seats: answered before the locks' release."""
-            for request in batch:
-                outcome = outcomes.get(id(request))
-                if isinstance(outcome, BookingRead):
-                    _settle(request, outcome)
-
         patience = self._patience(batch, by_event)
         try:
-            outcomes = await self._transactions.locked_where_free(
-                list(by_event), book_with_latecomers, patience, answer_bookings
-            )
+            outcomes = await self._transactions.locked_where_free(list(by_event), book_with_latecomers, patience)
         except Exception as exc:
             failure: Exception = exc
             if is_data_error(exc):

@@ -212,19 +212,12 @@ class Transactions:
         # After the lock: the cache compares versions, so the order writers get here in is harmless.
         return await self._after_commit(uow, result)
 
-    async def locked_where_free(
-        self,
-        event_ids: Sequence[int],
-        operation: Operation[T],
-        patience: Patience,
-        committed: Callable[[T], None] | None = None,
-    ) -> T:
+    async def locked_where_free(self, event_ids: Sequence[int], operation: Operation[T], patience: Patience) -> T:
         """Run `operation` in one transaction under the locks (this instance's turn and the Redis
         lock) of those events that are free now: `uow.locked_events` names them, and only their
         seats may move. Retries stale versions. When none is free it waits as long as `patience`
         lasts, and runs with no event locked if none came free (app/db/lock.py:
-        `EventLocks.free_turn`, `free_event_locks`). `committed` gets the operation's result once it
-        is committed and announced, before the locks' release: answers can go out meanwhile."""
+        `EventLocks.free_turn`, `free_event_locks`)."""
         locks = self._infrastructure.locks
 
         def free_redis_locks(ours: Sequence[int]) -> AbstractAsyncContextManager[frozenset[int]]:
@@ -233,10 +226,7 @@ class Transactions:
         free_turn = locks.free_turn(event_ids, patience)
         async with self._session_under_locks(free_turn, free_redis_locks) as (session, held):
             uow, result = await self._retrying(lambda: self._attempt(session, operation, held))
-            await self._announce([uow])
-            if committed is not None and not isinstance(result, RefuseAfterCommit):
-                committed(result)
-        return await self._outcome(result)
+        return await self._after_commit(uow, result)
 
     @asynccontextmanager
     async def _session_under_all_locks(self, event_ids: Sequence[int]) -> AsyncIterator[AsyncSession]:
