@@ -121,7 +121,9 @@ class Settings(BaseSettings):
     inbound_channel_prefix: str = "evently:events"
     outbox_poll_seconds: float = Field(2.0, gt=0)
     outbox_batch_size: int = Field(500, ge=1)
-    outbox_min_interval_ms: float = Field(50.0, ge=0, le=1000)
+    # Under load a relay pass costs five PostgreSQL round trips and one to Redis, whatever it carries:
+    # fewer passes leave more CPU for bookings (docs/scaling.md, the rush's eleventh round).
+    outbox_min_interval_ms: float = Field(100.0, ge=0, le=1000)
     outbox_retention_hours: float = Field(72, gt=0)
     outbox_dedup_seconds: int = Field(900, ge=1)
     availability_cache_ttl_seconds: int = Field(300, ge=1)
