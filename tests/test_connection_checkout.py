@@ -6,6 +6,7 @@ statement that finds one closed."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core import metrics
 from app.core.config import Settings
-from app.db.session import create_engine
+from app.db.session import RETURNED_AT, create_engine
 
-CHECK_IDLE_SECONDS = 0.3
+# Long enough that no step of a test on a loaded machine outlasts it; a longer idle time is made by
+# backdating a connection's return, not by waiting.
+CHECK_IDLE_SECONDS = 60.0
 
 
 @pytest.fixture
@@ -84,15 +87,25 @@ async def test_a_connection_just_opened_is_not_checked(engine: AsyncEngine) -> N
         await backend_pid(connection)
 
 
-async def statements_of_checkout_after(engine: AsyncEngine, pause: float) -> list[str]:
-    """What a checkout of the engine's one pooled connection sends before it is used, `pause`
-    seconds after that connection was given back."""
+def backdate_next_return(engine: AsyncEngine, seconds: float) -> None:
+    """The next connection given back counts as returned `seconds` ago (this listener runs after the
+    engine's own, which records the return)."""
+
+    def backdate(_dbapi_connection: Any, record: Any) -> None:
+        record.info[RETURNED_AT] = time.monotonic() - seconds
+
+    event.listen(engine.sync_engine.pool, "checkin", backdate, once=True)
+
+
+async def statements_of_checkout_after(engine: AsyncEngine, idle: float) -> list[str]:
+    """What a checkout of the engine's one pooled connection sends before it is used, when that
+    connection was given back `idle` seconds before."""
     async with engine.connect() as connection:
         await backend_pid(connection)
     sent = log_statements(engine, "checkout")
     async with engine.connect() as connection:  # the listener is in place after this checkout
         await backend_pid(connection)
-    await asyncio.sleep(pause)
+        backdate_next_return(engine, idle)
     sent.clear()
     async with engine.connect() as connection:
         await asyncio.sleep(0)
@@ -106,7 +119,7 @@ async def test_a_connection_given_back_just_now_is_not_checked(windowed_engine: 
 
 
 async def test_a_connection_idle_longer_is_checked(windowed_engine: AsyncEngine) -> None:
-    assert await statements_of_checkout_after(windowed_engine, CHECK_IDLE_SECONDS + 0.1) == ["SELECT 1"]
+    assert await statements_of_checkout_after(windowed_engine, CHECK_IDLE_SECONDS + 1) == ["SELECT 1"]
 
 
 async def test_a_connection_closed_within_the_window_fails_once_then_the_pool_is_new(

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(5.0, gt=0)
     db_command_timeout_seconds: float = Field(15.0, gt=0)
     # A pooled connection given back less than this long ago is not checked at its next checkout
-    # (HikariCP's aliveBypassWindowMs, 500 ms there too); 0: every checkout checks.
+    # (app/db/session.py); 0: every checkout checks.
     db_check_idle_seconds: float = Field(0.5, ge=0)
     # Off behind a transaction-mode pooler that cannot keep them (PgBouncer before 1.21).
     db_prepared_statements: bool = True
@@ -121,7 +121,8 @@ class Settings(BaseSettings):
     inbound_channel_prefix: str = "evently:events"
     outbox_poll_seconds: float = Field(2.0, gt=0)
     outbox_batch_size: int = Field(500, ge=1)
-    # Under load a relay pass costs five PostgreSQL round trips and one to Redis, whatever it carries:
+    # Under load a relay pass that publishes costs five PostgreSQL round trips and one to Redis,
+    # however many messages it carries:
     # fewer passes leave more CPU for bookings (docs/scaling.md, the rush's eleventh round).
     outbox_min_interval_ms: float = Field(100.0, ge=0, le=1000)
     outbox_retention_hours: float = Field(72, gt=0)

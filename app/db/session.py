@@ -28,9 +28,9 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from app.core import metrics
 from app.core.config import Settings
 
-# In a pooled connection's info: not to be checked at its first checkout; when it was last given back.
-FRESH = "opened_since_checked"
-RETURNED_AT = "returned_at"
+# Kept in a pooled connection's info:
+FRESH = "opened_since_checked"  # not to be checked at its first checkout
+RETURNED_AT = "returned_at"  # time.monotonic() when it was last given back
 
 # read_only_sql_transaction (a demoted primary), admin_shutdown, crash_shutdown, cannot_connect_now
 FAILOVER_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
@@ -108,7 +108,9 @@ def _ping_on_checkout(
     older connections with it, as pre-ping does (the server restarted or failed over); one the
     driver cannot use any more is discarded alone. The pool then connects again. Any other failure
     (a timeout, say) is the checkout's, as with pre-ping."""
-    if record.info.pop(FRESH, False) or time.monotonic() - record.info.get(RETURNED_AT, -math.inf) < idle_seconds:
+    if record.info.pop(FRESH, False):
+        return
+    if time.monotonic() - record.info.get(RETURNED_AT, -math.inf) < idle_seconds:
         return
     try:
         dbapi_connection.run_async(lambda connection: connection.execute("SELECT 1"))
