@@ -1,7 +1,7 @@
 """A checkout from the pool checks its connection in one round trip, unless the connection was just
 opened or was given back less than DB_CHECK_IDLE_SECONDS ago; connections the server closed while
-they sat in the pool are replaced before anybody uses them, or, within that time, after the first
-statement that finds one closed."""
+they sat in the pool are replaced before anybody uses them, or, within that time and unseen by the
+driver (a network cut), after the first statement that finds one closed."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 from asyncpg import Connection
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core import metrics
 from app.core.config import Settings
 from app.db.session import RETURNED_AT, create_engine
+from tests.tcp_proxy import SilentCutProxy
 
 # Long enough that no step of a test on a loaded machine outlasts it; a longer idle time is made by
 # backdating a connection's return, not by waiting.
@@ -122,23 +123,64 @@ async def test_a_connection_idle_longer_is_checked(windowed_engine: AsyncEngine)
     assert await statements_of_checkout_after(windowed_engine, CHECK_IDLE_SECONDS + 1) == ["SELECT 1"]
 
 
-async def test_a_connection_closed_within_the_window_fails_once_then_the_pool_is_new(
-    windowed_engine: AsyncEngine, db: AsyncConnection
-) -> None:
-    """The trade-off of not checking: the first statement on a connection closed since its last use
-    fails as a lost connection (the API answers 503), and the pool's other connections go with it."""
-    before = await pids_of_two_at_once(windowed_engine)
+async def drivers_of_two_at_once(engine: AsyncEngine) -> dict[int, Connection]:
+    """Two of the engine's pooled connections, by backend pid: asyncpg's own, to see what it knows."""
+    async with engine.connect() as first, engine.connect() as second:
+        return {
+            await backend_pid(connection): (await connection.get_raw_connection()).driver_connection
+            for connection in (first, second)
+        }
+
+
+async def terminate(db: AsyncConnection, pids: set[int]) -> None:
     cut = await db.execute(
-        text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"), {"pids": list(before)}
+        text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"), {"pids": list(pids)}
     )
     assert all(cut.scalars())
     await db.commit()
-    with pytest.raises(DBAPIError) as lost:
-        async with windowed_engine.connect() as connection:
-            await backend_pid(connection)
-    assert lost.value.connection_invalidated
-    after = await pids_of_two_at_once(windowed_engine)
-    assert len(after) == 2 and not after & before
+
+
+async def test_a_connection_the_driver_saw_closed_is_replaced_within_the_window(
+    windowed_engine: AsyncEngine, db: AsyncConnection
+) -> None:
+    """A server that ends its connections (a restart, a failover) closes their sockets; the driver
+    sees it while they sit in the pool, and a checkout then replaces them without a round trip."""
+    drivers = await drivers_of_two_at_once(windowed_engine)
+    seen_closed = [asyncio.Event() for _ in drivers]
+    for driver, seen in zip(drivers.values(), seen_closed, strict=True):
+        driver.add_termination_listener(lambda _connection, seen=seen: seen.set())
+    await terminate(db, set(drivers))
+    async with asyncio.timeout(10):
+        for seen in seen_closed:
+            await seen.wait()
+    assert all(driver.is_closed() for driver in drivers.values())
+    after = await pids_of_two_at_once(windowed_engine)  # no error
+    assert len(after) == 2 and not after & set(drivers)
+
+
+async def test_a_connection_cut_unseen_within_the_window_fails_once_then_the_pool_is_new(
+    settings: Settings,
+) -> None:
+    """The trade-off of not checking: after a network cut the driver does not know its connection is
+    gone, so the first statement on it fails as a lost connection (the API answers 503), and the
+    pool's other connections go with it."""
+    server = make_url(settings.sqlalchemy_database_url)
+    async with SilentCutProxy(server.host or "127.0.0.1", server.port or 5432) as proxy:
+        through_proxy = server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        engine = create_engine(
+            settings.model_copy(update={"database_url": through_proxy, "db_check_idle_seconds": CHECK_IDLE_SECONDS})
+        )
+        try:
+            before = await pids_of_two_at_once(engine)
+            await proxy.cut()
+            with pytest.raises(DBAPIError) as lost:
+                async with engine.connect() as connection:
+                    await backend_pid(connection)
+            assert lost.value.connection_invalidated
+            after = await pids_of_two_at_once(engine)
+            assert len(after) == 2 and not after & before
+        finally:
+            await engine.dispose()
 
 
 def connections_in_use() -> float:
@@ -148,11 +190,7 @@ def connections_in_use() -> float:
 async def test_connections_closed_in_the_pool_are_replaced(engine: AsyncEngine, db: AsyncConnection) -> None:
     in_use = connections_in_use()
     before = await pids_of_two_at_once(engine)
-    cut = await db.execute(
-        text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"), {"pids": list(before)}
-    )
-    assert all(cut.scalars())
-    await db.commit()
+    await terminate(db, before)
     # No error: the first checkout finds its connection closed and discards the older ones with it.
     after = await pids_of_two_at_once(engine)
     assert len(after) == 2 and not after & before

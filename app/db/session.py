@@ -5,9 +5,9 @@ that lands on a server no longer writable (SQLSTATE 25006) or matching no host's
 disconnect. SQLAlchemy then discards that connection and every other one the pool holds (they
 point at the same old primary), and new connections let asyncpg pick the host that is now the
 writable one (`target_session_attrs=read-write`). A connection the server has closed while it sat
-in the pool is caught before it is used: a checkout of a pooled connection idle at least
-`DB_CHECK_IDLE_SECONDS` checks it in one round trip (`_ping_on_checkout`). Nothing is added on a
-query that succeeds.
+in the pool is caught before it is used: the driver has seen it closed, or a checkout of a pooled
+connection idle at least `DB_CHECK_IDLE_SECONDS` checks it in one round trip (`_ping_on_checkout`).
+Nothing is added on a query that succeeds.
 """
 
 from __future__ import annotations
@@ -100,15 +100,22 @@ def _ping_on_checkout(
     message, safe there too (asyncpg cannot read the answer to an empty one, hence `SELECT 1`).
     Each round trip waits for a busy worker's event loop, and the booking batch takes a connection
     for every batch. A connection just opened is not checked, as pre-ping does not check it, nor one
-    given back less than `idle_seconds` ago: under load every connection is, and a server that went
-    away since fails that connection's next statement instead, which discards the pool's connections
-    as a failed check does (HikariCP skips its check within 500 ms of a connection's last use alike).
+    given back less than `idle_seconds` ago: under load every connection is (HikariCP skips its
+    check within 500 ms of a connection's last use alike). A connection the driver has seen closed
+    (the server ended it while it sat in the pool, as a restart or a failover does) is not handed
+    out, checked or not: knowing that costs no round trip. One cut since without the driver seeing
+    it (a network failure) fails its next statement instead, which discards the pool's connections
+    as a failed check does.
 
     A connection found closed, or on a server that is no longer the one wanted, discards the pool's
     older connections with it, as pre-ping does (the server restarted or failed over); one the
     driver cannot use any more is discarded alone. The pool then connects again. Any other failure
     (a timeout, say) is the checkout's, as with pre-ping."""
-    if record.info.pop(FRESH, False):
+    fresh = record.info.pop(FRESH, False)
+    if dbapi_connection.driver_connection.is_closed():
+        # The driver saw the server close it while it sat in the pool: known without a round trip.
+        raise InvalidatePoolError("connection closed while in the pool")
+    if fresh:
         return
     if time.monotonic() - record.info.get(RETURNED_AT, -math.inf) < idle_seconds:
         return
