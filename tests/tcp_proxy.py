@@ -14,6 +14,7 @@ class _Pair:
         self.server = server
         self.cut = False
         self.tasks: list[asyncio.Task[None]] = []
+        self.to_client: asyncio.Task[None] | None = None  # what forwards the server's bytes
 
 
 class SilentCutProxy:
@@ -48,7 +49,8 @@ class SilentCutProxy:
         """Close the server's side of every connection now open; their clients are not told."""
         for pair in list(self._pairs):
             pair.cut = True
-            pair.tasks[1].cancel()  # the server's EOF must not reach the client
+            if pair.to_client is not None:
+                pair.to_client.cancel()  # the server's EOF must not reach the client
             pair.server.close()
             await asyncio.gather(pair.server.wait_closed(), return_exceptions=True)
 
@@ -56,10 +58,8 @@ class SilentCutProxy:
         server_reader, server = await asyncio.open_connection(*self._server_address)
         pair = _Pair(client, server)
         self._pairs.add(pair)
-        pair.tasks = [
-            asyncio.create_task(self._forward(client_reader, server, pair)),
-            asyncio.create_task(self._forward(server_reader, client, pair)),
-        ]
+        pair.to_client = asyncio.create_task(self._forward(server_reader, client, pair))
+        pair.tasks = [asyncio.create_task(self._forward(client_reader, server, pair)), pair.to_client]
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: _Pair) -> None:
         try:
