@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from redis.crc import key_slot
 from sqlalchemy.dialects.postgresql.asyncpg import dialect
 from sqlalchemy.engine import make_url
 
 from app.core.config import Settings, SettingsError, load_settings
-from app.db.redis import slot_tag
 
 REDIS = {"redis_url": "redis://cache:6379/0"}
 PG = {"database_url": "postgresql://u@db:5432/bookings"}
@@ -89,10 +87,3 @@ def test_redis_topology_conflicts_stop_start_up(
     with pytest.raises(SettingsError):
         load_settings(_env_file=None)
     assert message in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("stream", ["evently:bookings:stream", "test:abc:evently:bookings:stream", "{evently}:stream"])
-def test_keys_of_the_relays_script_share_a_slot(stream: str) -> None:
-    """The relay's one script call touches the Stream and one sent-marker per message."""
-    marker = "evently:bookings-svc:" + ":".join([slot_tag(stream), "outbox-sent", "0f3c"])
-    assert key_slot(marker.encode()) == key_slot(stream.encode())

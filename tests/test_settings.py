@@ -69,6 +69,7 @@ def test_whole_urls_win(clean_env: pytest.MonkeyPatch) -> None:
         ({"ENVIRONMENT": "production", "JWT_SECRET": "short"}, "JWT_SECRET"),
         ({"ENVIRONMENT": "production"}, "JWT_SECRET"),
         ({"DATABASE_URL": ""}, "DATABASE_URL"),
+        ({"EVENTS_STREAM_MAXLEN": "100", "OUTBOX_BATCH_SIZE": "500"}, "EVENTS_STREAM_MAXLEN"),
     ],
 )
 def test_bad_setting_stops_startup_with_one_line(

@@ -126,7 +126,6 @@ class Settings(BaseSettings):
     # fewer passes leave more CPU for bookings (docs/scaling.md, the rush's eleventh round).
     outbox_min_interval_ms: float = Field(100.0, ge=0, le=1000)
     outbox_retention_hours: float = Field(72, gt=0)
-    outbox_dedup_seconds: int = Field(900, ge=1)
     availability_cache_ttl_seconds: int = Field(300, ge=1)
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
     # Bursts (issue 12): Redis connections are waited for, live streams are capped.
@@ -163,6 +162,13 @@ class Settings(BaseSettings):
         if value not in {"HS256", "HS384", "HS512"}:
             raise ValueError("must be HS256, HS384 or HS512 (a shared-secret algorithm)")
         return value
+
+    @model_validator(mode="after")
+    def _stream_holds_a_batch(self) -> Settings:
+        # The relay recognises a repeated batch by the Stream's newest entries (app/services/outbox_relay.py).
+        if self.events_stream_maxlen < self.outbox_batch_size:
+            raise ValueError("EVENTS_STREAM_MAXLEN must be at least OUTBOX_BATCH_SIZE")
+        return self
 
     @model_validator(mode="after")
     def _development_webhook_secret(self) -> Settings:

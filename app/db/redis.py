@@ -230,16 +230,6 @@ def queue_publish(pipe: Any, channel: str, message: bytes) -> None:
         pipe.publish(channel, message)
 
 
-def slot_tag(key: str) -> str:
-    """A hash tag that puts other keys in `key`'s Redis Cluster slot: the tag `key` already has
-    (the text between its first `{` and the next `}`, when not empty), else all of `key`."""
-    start = key.find("{")
-    end = key.find("}", start + 1)
-    if start >= 0 and end > start + 1:
-        return key[start : end + 1]
-    return "{" + key + "}"
-
-
 def _closed_transport_is_connection_error(
     operation: Callable[[Redis], Awaitable[T]],
 ) -> Callable[[Redis], Awaitable[T]]:

@@ -25,7 +25,7 @@ from app.core import metrics
 from app.core.clock import clock
 from app.core.logging import get_logger
 from app.db.queries import any_of
-from app.db.redis import RedisUnavailable, call_script_replicated, slot_tag
+from app.db.redis import RedisUnavailable, call_script_replicated
 from app.models.outbox import OutboxMessage
 from app.runtime import Runtime
 from app.services import outbox
@@ -41,20 +41,34 @@ TYPE_BY_KIND = {kind: message_type for message_type, kind in KIND_BY_TYPE.items(
 # A relayed batch marked published by its ids as one array: the statement is the same for every batch.
 MARK_PUBLISHED = update(OutboxMessage).where(any_of(OutboxMessage.id, "ids")).values(published_at=bindparam("now"))
 
-# A batch that reached Redis but was not marked published (the relay died, PostgreSQL went away)
-# is sent again; this remembers each message id for OUTBOX_DEDUP_SECONDS so the repeat is dropped,
-# and each message reaches the channel and the Stream once. The whole batch is one script call.
-# KEYS: stream, then one sent-marker per message. ARGV: stream maxlen, marker ttl, then per
-# message its channel, body, id, type and event_id.
+# A batch that reached Redis but was not marked published (the relay died, PostgreSQL went away, no
+# replica acknowledged it) is sent again by the next pass, one relay at a time: its rows are still
+# the oldest unpublished ones, so that pass takes them again, after any rows written before them that
+# committed since, and nothing reaches the Stream in between. If that pass is not full it holds every
+# unpublished row, the repeated ones among them; if it is, it is as large as any pass. Either way the
+# Stream's newest entries, as many as the pass has messages, hold every message it repeats: the
+# script skips a message whose id is among them. Each message reaches the channel and the Stream
+# once, and nothing is kept in Redis for it but its Stream entry.
+# KEYS: the stream. ARGV: its maxlen, then per message its channel, body, id, type and event_id.
 PUBLISH_ONCE = """
-local maxlen, ttl = ARGV[1], tonumber(ARGV[2])
+local maxlen = ARGV[1]
+local sent = {}
+for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', (#ARGV - 1) / 5)) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'id' then
+      sent[fields[i + 1]] = true
+      break
+    end
+  end
+end
 local published = 0
-for i = 2, #KEYS do
-  local at = 3 + (i - 2) * 5
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
+for at = 2, #ARGV, 5 do
+  local id = ARGV[at + 2]
+  if not sent[id] then
     redis.call('PUBLISH', ARGV[at], ARGV[at + 1])
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-               'id', ARGV[at + 2], 'type', ARGV[at + 3], 'event_id', ARGV[at + 4], 'data', ARGV[at + 1])
+               'id', id, 'type', ARGV[at + 3], 'event_id', ARGV[at + 4], 'data', ARGV[at + 1])
     published = published + 1
   end
 end
@@ -124,12 +138,7 @@ class OutboxRelay:
 
     async def _send(self, client: Any, rows: Sequence[Any]) -> None:
         settings = self._runtime.settings
-        gateway = self._runtime.redis
-        # The markers carry the Stream's name as their hash tag: in Redis Cluster every key of one
-        # script call must live in the Stream's slot.
-        tag = slot_tag(settings.events_stream)
-        keys = [settings.events_stream, *(gateway.key(tag, "outbox-sent", row.message_id) for row in rows)]
-        args: list[str | int] = [settings.events_stream_maxlen, settings.outbox_dedup_seconds]
+        args: list[str | int] = [settings.events_stream_maxlen]
         for row in rows:
             args += [
                 f"{settings.events_channel_prefix}:{row.kind}",
@@ -138,7 +147,7 @@ class OutboxRelay:
                 TYPE_BY_KIND.get(row.kind, row.kind),
                 str(row.event_id),
             ]
-        await call_script_replicated(client, self._publish_once, keys, args, settings)
+        await call_script_replicated(client, self._publish_once, [settings.events_stream], args, settings)
 
     async def apply_retention(self) -> int:
         """Delete published rows older than OUTBOX_RETENTION_HOURS; unpublished rows always stay."""
