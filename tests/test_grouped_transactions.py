@@ -1,6 +1,7 @@
 """Holds and payment confirmations of one event that wait together share a transaction
-(`Transactions.grouped`): each is still its own unit of work, refused or rolled back alone, with
-its own audit rows and request id."""
+(`Transactions.grouped`), and so do bookings of holds and payment starts, without the event's lock
+(`Transactions.grouped_unlocked`): each is still its own unit of work, refused or rolled back
+alone, with its own audit rows and request id."""
 
 from __future__ import annotations
 
@@ -56,9 +57,52 @@ async def test_simultaneous_confirmations_all_apply(api: Api, db: AsyncConnectio
     await assert_invariant(db)
 
 
-async def test_one_refused_in_a_group_is_rolled_back_alone(api: Api, db: AsyncConnection) -> None:
+async def test_simultaneous_bookings_of_holds_share_transactions_and_are_answered_each(
+    api: Api, db: AsyncConnection
+) -> None:
+    await api.create_event(1, capacity=30)
+    holds = [await hold_of(api, 100 + n) for n in range(20)]
+
+    async def book_hold(n: int) -> tuple[int, str]:
+        body = {"event_id": 1, "quantity": 2 if n == 7 else 1, "reservation_id": holds[n]}
+        headers = api.headers(100 + n, **{"X-Request-ID": f"book-{n:02d}"})
+        response = await api.client.post("/api/v1/bookings/", json=body, headers=headers)
+        return response.status_code, response.json().get("code") or str(response.json()["id"])
+
+    answers = await asyncio.gather(*(book_hold(n) for n in range(20)))
+    assert [status for status, _ in answers] == [
+        400 if n == 7 else 201 for n in range(20)
+    ]  # its quantity is not the hold's
+    assert await count(db, "bookings") == 19
+    assert await count(db, "reservations", "status = 'converted'") == 19
+    created = "SELECT entity_id, request_id FROM audit_log WHERE action = 'booking.created'"
+    audited = dict((await db.execute(text(created))).all())
+    assert audited == {
+        int(booking_id): f"book-{n:02d}" for n, (status, booking_id) in enumerate(answers) if status == 201
+    }
+    await assert_invariant(db)
+
+
+async def test_simultaneous_payment_starts_are_answered_each(api: Api, db: AsyncConnection) -> None:
+    await api.create_event(1, capacity=30)
+    bookings = [(await api.book(100 + n, 1)).json() for n in range(20)]
+    intents = await asyncio.gather(*(pay(api, 100 + n, booking["id"]) for n, booking in enumerate(bookings)))
+    assert len({intent["payment_reference"] for intent in intents}) == 20
+    assert await count(db, "bookings", "payment_status = 'processing'") == 20
+    assert await count(db, "audit_log", "action = 'payment.started'") == 20
+
+
+async def hold_of(api: Api, user: int) -> int:
+    response = await api.client.post("/api/v1/availability/1/reserve", json={"quantity": 1}, headers=api.headers(user))
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+@pytest.mark.parametrize("locked", [True, False])
+async def test_one_refused_in_a_group_is_rolled_back_alone(api: Api, db: AsyncConnection, locked: bool) -> None:
     await api.create_event(1, capacity=5)
     transactions = api.runtime.transactions
+    grouped = transactions.grouped if locked else transactions.grouped_unlocked
 
     def operation(n: int, refuse: bool) -> object:
         async def audited_then_maybe_refused(uow: UnitOfWork) -> int:
@@ -72,7 +116,7 @@ async def test_one_refused_in_a_group_is_rolled_back_alone(api: Api, db: AsyncCo
         return audited_then_maybe_refused
 
     outcomes = await asyncio.gather(
-        *(transactions.grouped(1, operation(n, refuse=n == 2)) for n in range(5)), return_exceptions=True
+        *(grouped(1, operation(n, refuse=n == 2)) for n in range(5)), return_exceptions=True
     )
     assert isinstance(outcomes[2], ConflictError)
     txids = {outcome for n, outcome in enumerate(outcomes) if n != 2}

@@ -95,7 +95,8 @@ async def _book_reservation(
 
     # The hold's seats are already reserved: the counters do not move, so no event lock, only the
     # hold's row (SPEC section 2 locks capacity changes). An expiry frees seats: that takes the lock.
-    return await runtime.transactions.unlocked(operation)
+    # Under load, the event's holds being booked share a transaction.
+    return await runtime.transactions.grouped_unlocked(data.event_id, operation)
 
 
 async def book_held_seats(

@@ -93,8 +93,9 @@ async def start_payment(
         uow.answer(claim, 201, intent.model_dump(mode="json"))
         return intent
 
-    # Starting a payment moves no seats: it locks its booking's row, not the event.
-    return await runtime.transactions.unlocked(operation)
+    # Starting a payment moves no seats: it locks its booking's row, not the event. Under load, the
+    # event's payments being started share a transaction.
+    return await runtime.transactions.grouped_unlocked(booking.event_id, operation)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ committed, then the request is refused (the one policy for lapsed rows, app/serv
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -180,9 +181,9 @@ class Transactions:
         self._cache = cache
         self._feed = feed
         self._on_published: list[Callable[[], None]] = []
-        self._groups: KeyedBatches[int, _Grouped[Any], Any] = KeyedBatches(
-            self._run_group, infrastructure.settings.booking_batch_max
-        )
+        most = infrastructure.settings.booking_batch_max
+        self._groups: KeyedBatches[int, _Grouped[Any], Any] = KeyedBatches(self._run_locked_group, most)
+        self._unlocked_groups: KeyedBatches[int, _Grouped[Any], Any] = KeyedBatches(self._run_unlocked_group, most)
 
     def on_published(self, wake: Callable[[], None]) -> None:
         """Call `wake` after each commit that wrote lifecycle messages (the outbox relay)."""
@@ -377,32 +378,54 @@ class Transactions:
         result: T = await self._groups.submit(event_id, _Grouped(operation, current_request_id()))
         return result
 
+    async def grouped_unlocked(self, event_id: int, operation: Operation[T]) -> T:
+        """Run `operation` as `unlocked` would, in a transaction it may share with the other such
+        operations on the event's rows waiting in this instance (as `grouped`, without the event's
+        lock): one connection and one commit for them all under load. For changes that move no seats
+        and lock only their own rows (booking a hold, starting a payment). Each holds its rows' locks
+        until the group commits: a deadlock with another writer runs the group again."""
+        result: T = await self._unlocked_groups.submit(event_id, _Grouped(operation, current_request_id()))
+        return result
+
     async def close(self) -> None:
         """Wait for the grouped transactions in flight (graceful shutdown)."""
-        await self._groups.close()
+        await asyncio.gather(self._groups.close(), self._unlocked_groups.close())
 
-    async def _run_group(self, event_id: int, group: list[_Grouped[Any]]) -> list[Any]:
+    async def _run_locked_group(self, event_id: int, group: list[_Grouped[Any]]) -> list[Any]:
+        locked = frozenset([event_id])
         async with self._session_under_all_locks([event_id]) as session:
-            done = await self._retrying(lambda: self._group_attempt(session, event_id, group))
+            done = await self._retrying(lambda: self._group_attempt(session, locked, group))
+        return await self._group_outcomes(done)
+
+    async def _run_unlocked_group(self, _event_id: int, group: list[_Grouped[Any]]) -> list[Any]:
+        async with self._infrastructure.sessionmaker() as session:
+            done = await self._retrying(lambda: self._group_attempt(session, frozenset(), group))
+        return await self._group_outcomes(done)
+
+    async def _group_outcomes(self, done: list[tuple[UnitOfWork, Any]]) -> list[Any]:
         await self._announce([uow for uow, outcome in done if not isinstance(outcome, BaseException)])
         outcomes: list[Any] = []
         for _, outcome in done:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, RefuseAfterCommit):
+                outcomes.append(outcome)  # what rolled its savepoint back
+                continue
             try:
-                outcomes.append(outcome if isinstance(outcome, BaseException) else await self._outcome(outcome))
+                outcomes.append(await self._outcome(outcome))
             except Exception as refused:
                 outcomes.append(refused)
         return outcomes
 
     async def _group_attempt(
-        self, session: AsyncSession, event_id: int, group: list[_Grouped[Any]]
+        self, session: AsyncSession, locked_events: frozenset[int], group: list[_Grouped[Any]]
     ) -> list[tuple[UnitOfWork, Any]]:
+        """The group in one transaction, each operation in a savepoint; the `locked_events`' rows
+        are locked first (their Redis locks are held around it)."""
         done: list[tuple[UnitOfWork, Any]] = []
         async with session.begin():
-            await _lock_rows(session, [event_id])
+            if locked_events:
+                await _lock_rows(session, sorted(locked_events))
             for grouped in group:
-                uow = UnitOfWork(
-                    session, self._settings, locked_events=frozenset([event_id]), request_id=grouped.request_id
-                )
+                uow = UnitOfWork(session, self._settings, locked_events=locked_events, request_id=grouped.request_id)
                 done.append((uow, await self._in_savepoint(session, uow, grouped.operation)))
         return done
 
