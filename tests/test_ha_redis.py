@@ -1,8 +1,8 @@
 """Every Redis feature of the service on Redis Sentinel and on a Redis Cluster, real servers of the
 test's own, before and after their primary is killed and a replica promoted.
 
-Locks, the deny list, the availability cache, the live feed, the outbox relay (its Stream and
-sent-markers, one script call) and the rate limiter. Run by `make test-ha` (marker `ha`): the two
+Locks, the deny list, the availability cache, the live feed, the outbox relay (its Stream, one
+script call) and the rate limiter. Run by `make test-ha` (marker `ha`): the two
 topologies take some fifteen seconds to form.
 """
 

@@ -42,18 +42,19 @@ TYPE_BY_KIND = {kind: message_type for message_type, kind in KIND_BY_TYPE.items(
 MARK_PUBLISHED = update(OutboxMessage).where(any_of(OutboxMessage.id, "ids")).values(published_at=bindparam("now"))
 
 # A batch that reached Redis but was not marked published (the relay died, PostgreSQL went away, no
-# replica acknowledged it) is sent again by the next pass, one relay at a time: its rows are still
-# the oldest unpublished ones, so that pass takes them again, after any rows written before them that
-# committed since, and nothing reaches the Stream in between. If that pass is not full it holds every
-# unpublished row, the repeated ones among them; if it is, it is as large as any pass. Either way the
-# Stream's newest entries, as many as the pass has messages, hold every message it repeats: the
-# script skips a message whose id is among them. Each message reaches the channel and the Stream
-# once, and nothing is kept in Redis for it but its Stream entry.
+# replica acknowledged it in time) is sent again by the next pass, one relay at a time: its rows are
+# still the oldest unpublished ones, so that pass takes them again, after any rows written before
+# them that committed since. So the Stream's newest entries, as many as the pass has messages, hold
+# what it repeats, and the script skips a message whose id is among them: nothing is kept in Redis
+# per message but its Stream entry. (A repeat split over two passes by such late rows, or relays
+# with different batch sizes, can still send a message twice: delivery is at-least-once.) A pass
+# that skipped something also rewrites the Stream's last id: a write of its own, so that the WAIT
+# after it (REDIS_WAIT_REPLICAS) covers the entries it found there too.
 # KEYS: the stream. ARGV: its maxlen, then per message its channel, body, id, type and event_id.
 PUBLISH_ONCE = """
-local maxlen = ARGV[1]
+local maxlen, messages = ARGV[1], (#ARGV - 1) / 5
 local sent = {}
-for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', (#ARGV - 1) / 5)) do
+for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', messages)) do
   local fields = entry[2]
   for i = 1, #fields, 2 do
     if fields[i] == 'id' then
@@ -70,6 +71,15 @@ for at = 2, #ARGV, 5 do
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
                'id', id, 'type', ARGV[at + 3], 'event_id', ARGV[at + 4], 'data', ARGV[at + 1])
     published = published + 1
+  end
+end
+if published < messages then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      redis.call('XSETID', KEYS[1], info[i + 1])
+      break
+    end
   end
 end
 return published
