@@ -6,7 +6,7 @@ alone, with its own audit rows and request id."""
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -18,7 +18,7 @@ from app.core.config import Settings
 from app.core.errors import ConflictError
 from app.services.audit import Actor
 from app.services.seats import shift_seats
-from app.services.unit_of_work import UnitOfWork
+from app.services.unit_of_work import Operation, UnitOfWork
 from tests.checks import assert_invariant, count
 from tests.conftest import Api
 from tests.support import pay, webhook
@@ -57,19 +57,22 @@ async def test_simultaneous_confirmations_all_apply(api: Api, db: AsyncConnectio
     await assert_invariant(db)
 
 
-async def test_simultaneous_bookings_of_holds_share_transactions_and_are_answered_each(
-    api: Api, db: AsyncConnection
+async def test_simultaneous_bookings_of_holds_are_answered_each(
+    api: Api, db: AsyncConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await api.create_event(1, capacity=30)
     holds = [await hold_of(api, 100 + n) for n in range(20)]
+    grouped = grouped_calls(api, monkeypatch)
 
     async def book_hold(n: int) -> tuple[int, str]:
         body = {"event_id": 1, "quantity": 2 if n == 7 else 1, "reservation_id": holds[n]}
-        headers = api.headers(100 + n, **{"X-Request-ID": f"book-{n:02d}"})
+        headers = api.headers(100 + n, **{"X-Request-ID": f"book-{n:02d}", "Idempotency-Key": f"key-{n:02d}"})
         response = await api.client.post("/api/v1/bookings/", json=body, headers=headers)
         return response.status_code, response.json().get("code") or str(response.json()["id"])
 
     answers = await asyncio.gather(*(book_hold(n) for n in range(20)))
+    assert grouped == [1] * 20  # each through the event's unlocked groups
+    assert await asyncio.gather(*(book_hold(n) for n in (3, 7, 12))) == [answers[3], answers[7], answers[12]]
     assert [status for status, _ in answers] == [
         400 if n == 7 else 201 for n in range(20)
     ]  # its quantity is not the hold's
@@ -83,13 +86,31 @@ async def test_simultaneous_bookings_of_holds_share_transactions_and_are_answere
     await assert_invariant(db)
 
 
-async def test_simultaneous_payment_starts_are_answered_each(api: Api, db: AsyncConnection) -> None:
+async def test_simultaneous_payment_starts_are_answered_each(
+    api: Api, db: AsyncConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await api.create_event(1, capacity=30)
     bookings = [(await api.book(100 + n, 1)).json() for n in range(20)]
+    grouped = grouped_calls(api, monkeypatch)
     intents = await asyncio.gather(*(pay(api, 100 + n, booking["id"]) for n, booking in enumerate(bookings)))
+    assert grouped == [1] * 20
     assert len({intent["payment_reference"] for intent in intents}) == 20
     assert await count(db, "bookings", "payment_status = 'processing'") == 20
     assert await count(db, "audit_log", "action = 'payment.started'") == 20
+
+
+def grouped_calls(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The events of the operations run through `Transactions.grouped_unlocked` from now on."""
+    transactions = api.runtime.transactions
+    calls: list[int] = []
+    run = transactions.grouped_unlocked
+
+    async def recorded(event_id: int, operation: Operation[Any]) -> Any:
+        calls.append(event_id)
+        return await run(event_id, operation)
+
+    monkeypatch.setattr(transactions, "grouped_unlocked", recorded)
+    return calls
 
 
 async def hold_of(api: Api, user: int) -> int:

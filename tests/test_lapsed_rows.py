@@ -60,10 +60,15 @@ async def test_booking_a_lapsed_hold_commits_its_expiry_then_refuses(api: Api, d
     await api.create_event(1, capacity=3)
     held = await hold(api, 5, 2)
     lapse_holds(api)
-    response = await api.book(5, 1, 2, reservation_id=held["id"])
+    body = {"event_id": 1, "quantity": 2, "reservation_id": held["id"]}
+    headers = api.headers(5, **{"X-Request-ID": "book-lapsed"})
+    response = await api.client.post("/api/v1/bookings/", json=body, headers=headers)
     assert response.status_code == 409 and response.json()["code"] == "reservation_not_active"
     await assert_expired(db, "reservations", held["id"], "reservation.expired")
     assert await available(db) == 3 and await count(db, "bookings") == 0
+    # The expiry is audited with the request that met the lapsed hold (it runs in that request's time).
+    expired = f"action = 'reservation.expired' AND request_id = 'book-lapsed' AND entity_id = {held['id']}"
+    assert await count(db, "audit_log", expired) == 1
 
 
 async def test_cancelling_a_lapsed_booking_commits_its_expiry_then_refuses(api: Api, db: AsyncConnection) -> None:

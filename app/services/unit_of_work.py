@@ -375,8 +375,7 @@ class Transactions:
         one commit for them all under load, each still its own unit of work in a savepoint of its
         own. One that is refused, or fails on a value, is rolled back alone; a deadlock or a stale
         version runs them all again."""
-        result: T = await self._groups.submit(event_id, _Grouped(operation, current_request_id()))
-        return result
+        return await self._in_group(self._groups, event_id, operation)
 
     async def grouped_unlocked(self, event_id: int, operation: Operation[T]) -> T:
         """Run `operation` as `unlocked` would, in a transaction it may share with the other such
@@ -384,7 +383,17 @@ class Transactions:
         lock): one connection and one commit for them all under load. For changes that move no seats
         and lock only their own rows (booking a hold, starting a payment). Each holds its rows' locks
         until the group commits: a deadlock with another writer runs the group again."""
-        result: T = await self._unlocked_groups.submit(event_id, _Grouped(operation, current_request_id()))
+        return await self._in_group(self._unlocked_groups, event_id, operation)
+
+    async def _in_group(
+        self, groups: KeyedBatches[int, _Grouped[Any], Any], event_id: int, operation: Operation[T]
+    ) -> T:
+        try:
+            result: T = await groups.submit(event_id, _Grouped(operation, current_request_id()))
+        except RefuseAfterCommit as refused:
+            # Answered here, not in the group: its deferred expiry waits for the event's lock in
+            # this request's own time (and context: its request id), not the group's.
+            return await self._outcome(refused)
         return result
 
     async def close(self) -> None:
@@ -403,17 +412,10 @@ class Transactions:
         return await self._group_outcomes(done)
 
     async def _group_outcomes(self, done: list[tuple[UnitOfWork, Any]]) -> list[Any]:
-        await self._announce([uow for uow, outcome in done if not isinstance(outcome, BaseException)])
-        outcomes: list[Any] = []
-        for _, outcome in done:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, RefuseAfterCommit):
-                outcomes.append(outcome)  # what rolled its savepoint back
-                continue
-            try:
-                outcomes.append(await self._outcome(outcome))
-            except Exception as refused:
-                outcomes.append(refused)
-        return outcomes
+        """Announce what the committed units left; each operation's result, or its exception: what
+        rolled its savepoint back, or a refusal after its commit, which its caller answers."""
+        await self._announce([uow for uow, outcome in done if _committed(outcome)])
+        return [outcome for _, outcome in done]
 
     async def _group_attempt(
         self, session: AsyncSession, locked_events: frozenset[int], group: list[_Grouped[Any]]
@@ -447,6 +449,11 @@ class Transactions:
             return exc
         await savepoint.commit()
         return result
+
+
+def _committed(outcome: object) -> bool:
+    """Whether a grouped operation's savepoint committed (`Transactions._in_savepoint`)."""
+    return not isinstance(outcome, BaseException) or isinstance(outcome, RefuseAfterCommit)
 
 
 @dataclass(frozen=True, slots=True)
