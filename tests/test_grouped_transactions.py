@@ -65,7 +65,7 @@ async def test_simultaneous_bookings_of_holds_are_answered_each(
     grouped = grouped_calls(api, monkeypatch)
 
     async def book_hold(n: int) -> tuple[int, str]:
-        body = {"event_id": 1, "quantity": 2 if n == 7 else 1, "reservation_id": holds[n]}
+        body = {"event_id": 1, "quantity": 2 if n == 7 else 1, "reservation_id": holds[n]}  # 7: not its hold's
         headers = api.headers(100 + n, **{"X-Request-ID": f"book-{n:02d}", "Idempotency-Key": f"key-{n:02d}"})
         response = await api.client.post("/api/v1/bookings/", json=body, headers=headers)
         return response.status_code, response.json().get("code") or str(response.json()["id"])
@@ -73,9 +73,7 @@ async def test_simultaneous_bookings_of_holds_are_answered_each(
     answers = await asyncio.gather(*(book_hold(n) for n in range(20)))
     assert grouped == [1] * 20  # each through the event's unlocked groups
     assert await asyncio.gather(*(book_hold(n) for n in (3, 7, 12))) == [answers[3], answers[7], answers[12]]
-    assert [status for status, _ in answers] == [
-        400 if n == 7 else 201 for n in range(20)
-    ]  # its quantity is not the hold's
+    assert [status for status, _ in answers] == [400 if n == 7 else 201 for n in range(20)]
     assert await count(db, "bookings") == 19
     assert await count(db, "reservations", "status = 'converted'") == 19
     created = "SELECT entity_id, request_id FROM audit_log WHERE action = 'booking.created'"
